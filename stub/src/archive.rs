@@ -1,0 +1,396 @@
+//! The payload archive: the subset of tar the bundler writes, read in a stream.
+//!
+//! The bundler writes GNU tar headers (the `tar` crate, with fixed mtimes and owners); this reader
+//! accepts regular files and directories, GNU long names (`L`) and pax `path` records, and refuses
+//! everything else: links of either kind (the bundler stores files, never links, so no chain of
+//! links can lead out of the extraction root), device files, FIFOs, absolute paths and `..`. It never trusts a header field
+//! without a bound: names are capped, sizes are parsed with overflow checks, checksums verified.
+//! See POSIX.1-2017 `pax` "ustar Interchange Format" for the header layout.
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::FormatError;
+
+const BLOCK: usize = 512;
+/// Longest path accepted, from headers or long-name records (PATH_MAX).
+pub const MAX_PATH: usize = 4096;
+/// Largest pax extended header accepted.
+const MAX_PAX: u64 = 64 * 1024;
+
+/// A byte stream: the decompressed payload in the launcher, a slice in tests and tools.
+pub trait Source {
+    /// Reads up to `buf.len()` bytes; `Ok(0)` only at the end of the stream.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, FormatError>;
+}
+
+impl Source for &[u8] {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, FormatError> {
+        let n = buf.len().min(self.len());
+        buf[..n].copy_from_slice(&self[..n]);
+        *self = &self[n..];
+        Ok(n)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File { mode: u32, size: u64 },
+    Dir { mode: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveEntry {
+    /// Relative, checked by [`check_path`], without a trailing slash.
+    pub path: String,
+    pub kind: EntryKind,
+}
+
+pub struct ArchiveReader<S: Source> {
+    src: S,
+    /// Data bytes of the current entry not yet read.
+    remaining: u64,
+    /// Padding after the current entry's data.
+    padding: u64,
+    done: bool,
+}
+
+fn corrupt(what: &'static str) -> FormatError {
+    FormatError::Corrupt(what)
+}
+
+impl<S: Source> ArchiveReader<S> {
+    pub fn new(src: S) -> Self {
+        ArchiveReader {
+            src,
+            remaining: 0,
+            padding: 0,
+            done: false,
+        }
+    }
+
+    pub fn into_inner(self) -> S {
+        self.src
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), FormatError> {
+        let mut at = 0;
+        while at < buf.len() {
+            let n = self.src.read(&mut buf[at..])?;
+            if n == 0 {
+                return Err(corrupt("archive ends inside an entry"));
+            }
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, mut n: u64) -> Result<(), FormatError> {
+        let mut scratch = [0u8; BLOCK];
+        while n > 0 {
+            let step = n.min(BLOCK as u64) as usize;
+            self.read_exact(&mut scratch[..step])?;
+            n -= step as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads a whole small member (a long name or a pax header) of `size` bytes.
+    fn read_member(&mut self, size: u64, cap: u64) -> Result<Vec<u8>, FormatError> {
+        if size > cap {
+            return Err(corrupt("archive metadata record too long"));
+        }
+        let mut data = vec![0u8; size as usize];
+        self.read_exact(&mut data)?;
+        self.skip(pad(size))?;
+        Ok(data)
+    }
+
+    /// Moves to the next entry, skipping whatever of the current one was not read.
+    pub fn next_entry(&mut self) -> Result<Option<ArchiveEntry>, FormatError> {
+        if self.done {
+            return Ok(None);
+        }
+        self.skip(self.remaining + self.padding)?;
+        self.remaining = 0;
+        self.padding = 0;
+        let mut long_name: Option<String> = None;
+        loop {
+            let mut h = [0u8; BLOCK];
+            self.read_exact(&mut h)?;
+            if h.iter().all(|&b| b == 0) {
+                self.done = true;
+                return Ok(None);
+            }
+            verify_checksum(&h)?;
+            let size = parse_size(&h[124..136])?;
+            let mode = parse_octal(&h[100..108])? as u32 & 0o7777;
+            match h[156] {
+                b'L' => long_name = Some(text(self.read_member(size, MAX_PATH as u64)?)?),
+                b'x' => {
+                    let pax = self.read_member(size, MAX_PAX)?;
+                    for (key, value) in pax_records(&pax)? {
+                        if key == "path" {
+                            long_name = Some(text(value.into())?);
+                        }
+                    }
+                }
+                b'g' => {
+                    self.read_member(size, MAX_PAX)?;
+                }
+                kind @ (b'0' | 0 | b'5') => {
+                    let raw = match long_name.take() {
+                        Some(name) => name,
+                        None => header_name(&h)?,
+                    };
+                    let path = String::from(raw.trim_end_matches('/'));
+                    check_path(&path)?;
+                    let kind = match kind {
+                        b'5' => {
+                            self.skip(size + pad(size))?;
+                            EntryKind::Dir { mode }
+                        }
+                        _ => {
+                            self.remaining = size;
+                            self.padding = pad(size);
+                            EntryKind::File { mode, size }
+                        }
+                    };
+                    return Ok(Some(ArchiveEntry { path, kind }));
+                }
+                _ => return Err(corrupt("archive entry of a refused type (link, device or fifo)")),
+            }
+        }
+    }
+
+    /// Reads the current file's data; `Ok(0)` once all of it was read.
+    pub fn read_data(&mut self, buf: &mut [u8]) -> Result<usize, FormatError> {
+        let want = (buf.len() as u64).min(self.remaining) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.src.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(corrupt("archive ends inside a file"));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+fn pad(size: u64) -> u64 {
+    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
+}
+
+fn field(raw: &[u8]) -> &[u8] {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    &raw[..end]
+}
+
+fn text(bytes: Vec<u8>) -> Result<String, FormatError> {
+    let mut s = String::from_utf8(bytes).map_err(|_| corrupt("archive path is not UTF-8"))?;
+    while s.ends_with('\0') {
+        s.pop();
+    }
+    Ok(s)
+}
+
+fn header_name(h: &[u8; BLOCK]) -> Result<String, FormatError> {
+    let name = field(&h[0..100]);
+    // POSIX ustar (magic "ustar\0") splits long names into prefix/name; GNU headers
+    // ("ustar  \0") use that area for other fields.
+    if &h[257..263] == b"ustar\0" {
+        let prefix = field(&h[345..500]);
+        if !prefix.is_empty() {
+            let mut full = Vec::from(prefix);
+            full.push(b'/');
+            full.extend_from_slice(name);
+            return text(full);
+        }
+    }
+    text(name.into())
+}
+
+fn verify_checksum(h: &[u8; BLOCK]) -> Result<(), FormatError> {
+    let want = parse_octal(&h[148..156])?;
+    let sum: u64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) })
+        .sum();
+    if sum != want {
+        return Err(corrupt("archive header checksum mismatch"));
+    }
+    Ok(())
+}
+
+fn parse_octal(raw: &[u8]) -> Result<u64, FormatError> {
+    let mut value: u64 = 0;
+    let mut digits = raw
+        .iter()
+        .skip_while(|&&b| b == b' ')
+        .take_while(|&&b| b != 0 && b != b' ');
+    digits.try_fold((), |(), &b| {
+        if !(b'0'..=b'7').contains(&b) {
+            return Err(corrupt("archive header has a bad number"));
+        }
+        value = value
+            .checked_mul(8)
+            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+            .ok_or(corrupt("archive header number overflows"))?;
+        Ok(())
+    })?;
+    Ok(value)
+}
+
+/// Sizes use octal, or GNU base-256 (high bit of the first byte set) past 8 GiB.
+fn parse_size(raw: &[u8]) -> Result<u64, FormatError> {
+    if raw[0] & 0x80 == 0 {
+        return parse_octal(raw);
+    }
+    let mut value: u64 = u64::from(raw[0] & 0x7f);
+    for &b in &raw[1..] {
+        value = value
+            .checked_mul(256)
+            .and_then(|v| v.checked_add(u64::from(b)))
+            .ok_or(corrupt("archive size overflows"))?;
+    }
+    Ok(value)
+}
+
+/// Parses pax records: `"<len> <key>=<value>\n"`, `len` counting the whole record.
+fn pax_records(mut data: &[u8]) -> Result<Vec<(&str, &[u8])>, FormatError> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let space = data
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or(corrupt("bad pax record"))?;
+        let len = core::str::from_utf8(&data[..space])
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|&l| l > space + 1 && l <= data.len())
+            .ok_or(corrupt("bad pax record length"))?;
+        let record = &data[space + 1..len];
+        let record = record.strip_suffix(b"\n").ok_or(corrupt("bad pax record end"))?;
+        let eq = record
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or(corrupt("bad pax record"))?;
+        let key = core::str::from_utf8(&record[..eq]).map_err(|_| corrupt("bad pax key"))?;
+        out.push((key, &record[eq + 1..]));
+        data = &data[len..];
+    }
+    Ok(out)
+}
+
+/// A path an archive may hold: relative, no `.`/`..`/empty components, no NUL, not too long.
+pub fn check_path(path: &str) -> Result<(), FormatError> {
+    if path.is_empty() || path.len() > MAX_PATH {
+        return Err(corrupt("archive path is empty or too long"));
+    }
+    if path.starts_with('/') {
+        return Err(corrupt("archive path is absolute"));
+    }
+    if path.contains('\0') {
+        return Err(corrupt("archive path contains NUL"));
+    }
+    if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(corrupt("archive path has an empty, `.` or `..` component"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal tar writer for tests: enough to express hostile archives the bundler never writes.
+    fn header(name: &[u8], kind: u8, size: u64, link: &[u8]) -> [u8; BLOCK] {
+        let mut h = [0u8; BLOCK];
+        h[..name.len()].copy_from_slice(name);
+        h[100..107].copy_from_slice(b"0000644");
+        h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+        h[156] = kind;
+        h[157..157 + link.len()].copy_from_slice(link);
+        h[257..265].copy_from_slice(b"ustar  \0");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        h
+    }
+
+    fn archive(members: &[([u8; BLOCK], &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (h, data) in members {
+            out.extend_from_slice(h);
+            out.extend_from_slice(data);
+            out.resize(out.len() + pad(data.len() as u64) as usize, 0);
+        }
+        out.extend_from_slice(&[0u8; 2 * BLOCK]);
+        out
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<(ArchiveEntry, Vec<u8>)>, FormatError> {
+        let mut r = ArchiveReader::new(bytes);
+        let mut out = Vec::new();
+        while let Some(e) = r.next_entry()? {
+            let mut data = Vec::new();
+            let mut buf = [0u8; 7];
+            loop {
+                let n = r.read_data(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+            }
+            out.push((e, data));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn reads_files_dirs_and_long_names() {
+        let long = "d/".repeat(80) + "file.txt";
+        let bytes = archive(&[
+            (header(b"dir/", b'5', 0, b""), b""),
+            (header(b"dir/a.txt", b'0', 5, b""), b"hello"),
+            (header(b"././@LongLink", b'L', long.len() as u64 + 1, b""), format!("{long}\0").as_bytes()),
+            (header(b"ignored", b'0', 3, b""), b"abc"),
+        ]);
+        let got = read_all(&bytes).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].0.kind, EntryKind::Dir { mode: 0o644 });
+        assert_eq!(got[1].0.path, "dir/a.txt");
+        assert_eq!(got[1].1, b"hello");
+        assert_eq!(got[2].0.path, long);
+        assert_eq!(got[2].1, b"abc");
+    }
+
+    #[test]
+    fn refuses_hostile_entries() {
+        let cases: Vec<Vec<u8>> = vec![
+            archive(&[(header(b"/etc/passwd", b'0', 1, b""), b"x")]),
+            archive(&[(header(b"a/../../x", b'0', 1, b""), b"x")]),
+            archive(&[(header(b"dev", b'3', 0, b""), b"")]),
+            archive(&[(header(b"fifo", b'6', 0, b""), b"")]),
+            archive(&[(header(b"hard", b'1', 0, b"x"), b"")]),
+            archive(&[(header(b"a/link", b'2', 0, b"../../etc"), b"")]),
+            archive(&[(header(b"link", b'2', 0, b"inside"), b"")]),
+        ];
+        for (i, bytes) in cases.iter().enumerate() {
+            assert!(matches!(read_all(bytes), Err(FormatError::Corrupt(_))), "case {i}");
+        }
+    }
+
+    #[test]
+    fn damaged_headers_and_truncation_are_corrupt() {
+        let good = archive(&[(header(b"a.txt", b'0', 5, b""), b"hello")]);
+        let mut bad = good.clone();
+        bad[3] ^= 1; // name byte: checksum no longer matches
+        assert!(read_all(&bad).is_err());
+        assert!(read_all(&good[..600]).is_err());
+        assert!(read_all(&good[..100]).is_err());
+    }
+}

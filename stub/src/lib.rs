@@ -1,0 +1,65 @@
+//! The pyshrink bundle format: the one definition, used by the bundler to write bundles and by
+//! the launcher (built from this crate with the `launcher` feature) to read them.
+//!
+//! A bundle is one file:
+//!
+//! ```text
+//! +-----------+------------------------------+---------------------+-------------+
+//! | stub ELF  | payload: tar, one zstd frame | manifest (UTF-8)    | trailer 72B |
+//! +-----------+------------------------------+---------------------+-------------+
+//! ```
+//!
+//! The trailer is last, so one read of the final 72 bytes tells whether a file is a bundle. See
+//! [`trailer`] for its fields, [`manifest`] for the launch description and [`archive`] for the
+//! subset of tar the payload uses.
+
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod archive;
+pub mod manifest;
+pub mod trailer;
+
+#[cfg(feature = "launcher")]
+mod launcher;
+
+pub use archive::{check_path, ArchiveEntry, ArchiveReader, EntryKind, Source};
+pub use manifest::{Entry, Manifest};
+pub use trailer::{content_hasher, Trailer, MAGIC, MAX_MANIFEST_LEN, TRAILER_LEN, VERSION};
+
+/// Why a file could not be read as a bundle. Callers tell these apart: a file that is not a bundle
+/// at all is a different mistake from a bundle damaged in transit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    /// No pyshrink magic at the end of the file.
+    NotABundle,
+    /// A bundle of a format version this build does not read.
+    UnsupportedVersion(u32),
+    /// The magic is there but something else does not hold.
+    Corrupt(&'static str),
+}
+
+impl core::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FormatError::NotABundle => f.write_str("not a pyshrink bundle (no trailer magic)"),
+            FormatError::UnsupportedVersion(v) => write!(
+                f,
+                "unsupported bundle format version {v} (this launcher reads version {VERSION})"
+            ),
+            FormatError::Corrupt(what) => write!(f, "corrupt bundle: {what}"),
+        }
+    }
+}
+
+/// Exit codes of the launcher when it fails before Python starts. They sit above the codes
+/// Python and shells commonly use, so a test or a supervisor can tell the stub's refusals apart.
+pub mod exit {
+    pub const CORRUPT: i32 = 112;
+    pub const UNSUPPORTED_VERSION: i32 = 113;
+    pub const NOT_A_BUNDLE: i32 = 114;
+    pub const NO_EXTRACT_DIR: i32 = 115;
+    pub const IO: i32 = 116;
+    pub const EXEC: i32 = 117;
+}

@@ -1,0 +1,193 @@
+//! The manifest: what the launcher needs to start the bundled interpreter.
+//!
+//! Plain UTF-8 text, one `key=value` per line, first line `pyshrink-manifest 1`, so
+//! `tail -c +N bundle | head` shows it. Unknown keys are kept for readers that know them and
+//! ignored by the launcher. Paths are relative to the extraction directory.
+//!
+//! ```text
+//! pyshrink-manifest 1
+//! python=3.11.7
+//! interpreter=bin/python.real
+//! loader=lib/ld-linux-x86-64.so.2
+//! library_path=lib
+//! python_exe=bin/python3
+//! entry=script:app/app.pyc
+//! ```
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::archive::check_path;
+use crate::FormatError;
+
+const HEADER: &str = "pyshrink-manifest 1";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A compiled script (`app/app.pyc`), run as `__main__` with its directory on `sys.path`.
+    Script(String),
+    /// A module run as `python -m NAME`, with the working directory on `sys.path`.
+    Module(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// `X.Y.Z` of the bundled interpreter.
+    pub python: String,
+    /// The real interpreter ELF.
+    pub interpreter: String,
+    /// The bundled PT_INTERP loader (`ld-linux-x86-64.so.2`).
+    pub loader: String,
+    /// Where the bundled shared libraries are.
+    pub library_path: String,
+    /// Where the launcher places a copy of itself that acts as `python3` (`sys.executable`).
+    pub python_exe: String,
+    pub entry: Entry,
+    /// Other `key=value` lines, in order: informational for tools such as `pyshrink inspect`.
+    pub extra: Vec<(String, String)>,
+}
+
+impl Manifest {
+    pub fn encode(&self) -> String {
+        let mut out = String::from(HEADER);
+        out.push('\n');
+        let entry = match &self.entry {
+            Entry::Script(p) => ("script:", p),
+            Entry::Module(m) => ("module:", m),
+        };
+        let mut line = |k: &str, v: &str| {
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+            out.push('\n');
+        };
+        line("python", &self.python);
+        line("interpreter", &self.interpreter);
+        line("loader", &self.loader);
+        line("library_path", &self.library_path);
+        line("python_exe", &self.python_exe);
+        let mut e = String::from(entry.0);
+        e.push_str(entry.1);
+        line("entry", &e);
+        for (k, v) in &self.extra {
+            line(k, v);
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, FormatError> {
+        let text = core::str::from_utf8(bytes).map_err(|_| bad("manifest is not UTF-8"))?;
+        let mut lines = text.split_terminator('\n');
+        if lines.next() != Some(HEADER) || !text.ends_with('\n') {
+            return Err(bad("manifest header missing"));
+        }
+        let mut m = Manifest {
+            python: String::new(),
+            interpreter: String::new(),
+            loader: String::new(),
+            library_path: String::new(),
+            python_exe: String::new(),
+            entry: Entry::Module(String::new()),
+            extra: Vec::new(),
+        };
+        let mut seen_entry = false;
+        for line in lines {
+            let (k, v) = line
+                .split_once('=')
+                .ok_or(bad("manifest line without `=`"))?;
+            let slot = match k {
+                "python" => &mut m.python,
+                "interpreter" => &mut m.interpreter,
+                "loader" => &mut m.loader,
+                "library_path" => &mut m.library_path,
+                "python_exe" => &mut m.python_exe,
+                "entry" => {
+                    m.entry = if let Some(p) = v.strip_prefix("script:") {
+                        check_path(p)?;
+                        Entry::Script(p.into())
+                    } else if let Some(name) = v.strip_prefix("module:") {
+                        Entry::Module(name.into())
+                    } else {
+                        return Err(bad("manifest entry is neither script: nor module:"));
+                    };
+                    seen_entry = true;
+                    continue;
+                }
+                _ => {
+                    m.extra.push((k.into(), v.into()));
+                    continue;
+                }
+            };
+            check_path(v)?;
+            *slot = v.into();
+        }
+        let required = [&m.python, &m.interpreter, &m.loader, &m.library_path, &m.python_exe];
+        if !seen_entry || required.iter().any(|v| v.is_empty()) {
+            return Err(bad("manifest lacks a required key"));
+        }
+        match &m.entry {
+            Entry::Module(name) if name.is_empty() => Err(bad("manifest entry is empty")),
+            _ => Ok(m),
+        }
+    }
+
+    /// The value of an informational key.
+    pub fn extra(&self, key: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn bad(what: &'static str) -> FormatError {
+    FormatError::Corrupt(what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            python: "3.11.7".into(),
+            interpreter: "bin/python.real".into(),
+            loader: "lib/ld-linux-x86-64.so.2".into(),
+            library_path: "lib".into(),
+            python_exe: "bin/python3".into(),
+            entry: Entry::Script("app/app.pyc".into()),
+            extra: vec![("files".into(), "42".into())],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = sample();
+        assert_eq!(Manifest::decode(m.encode().as_bytes()), Ok(m.clone()));
+        let mut m2 = m;
+        m2.entry = Entry::Module("pkg.cli".into());
+        assert_eq!(Manifest::decode(m2.encode().as_bytes()), Ok(m2.clone()));
+        assert_eq!(m2.extra("files"), Some("42"));
+    }
+
+    #[test]
+    fn rejects_damage() {
+        let good = sample().encode();
+        let cases = [
+            good.replace("pyshrink-manifest 1", "pyshrink-manifest 2"),
+            good.replace("interpreter=bin/python.real", "interpreter=/bin/sh"),
+            good.replace("loader=lib/", "loader=../"),
+            good.replace("entry=script:", "entry=shell:"),
+            good.replace("python=3.11.7\n", ""),
+            good.replace("library_path=lib\n", "library_path lib\n"),
+            good.trim_end().into(),
+        ];
+        for bad in cases {
+            assert!(
+                matches!(Manifest::decode(bad.as_bytes()), Err(FormatError::Corrupt(_))),
+                "{bad}"
+            );
+        }
+        assert!(Manifest::decode(&[0xff, 0xfe]).is_err());
+    }
+}
