@@ -61,9 +61,12 @@ fn main() {
         );
     }
     let mut link = Command::new(&linker);
-    link.args(["-static", "-Os", "-s", "-Wl,--gc-sections", "-o"])
-        .arg(&dest)
-        .arg(&lib);
+    link.args(["-static", "-Os", "-s", "-Wl,--gc-sections"]);
+    if musl.is_none() {
+        // glibc's libc.a pulls in libgcc_eh, whose `_Unwind_Resume` the launcher also defines.
+        link.arg("-Wl,--allow-multiple-definition");
+    }
+    link.arg("-o").arg(&dest).arg(&lib);
     run(&mut link, "link the launcher");
 }
 

@@ -1,10 +1,71 @@
+//! pyshrink: bundle a Python app, its interpreter and every shared library it needs into one
+//! static executable.
+
+pub mod bundle;
 pub mod cli;
 pub mod elf;
+pub mod payload;
+pub mod progress;
+pub mod python;
+pub mod stub;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub fn run(_cli: cli::Cli) -> anyhow::Result<ExitCode> {
+use anyhow::Result;
+
+use crate::cli::{BundleArgs, Cli, Command};
+use crate::progress::Progress;
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Bundle(args) => bundle_cmd(&args),
+        Command::Inspect(args) => inspect_cmd(&args),
+    }
+}
+
+fn bundle_cmd(args: &BundleArgs) -> Result<ExitCode> {
+    if let Some(out) = &args.output {
+        if out.is_dir() {
+            anyhow::bail!(
+                "output `{}` is a directory\n\nhint: pass the path of the file to write, e.g. `-o {}/{}`",
+                out.display(),
+                out.display(),
+                "app"
+            );
+        }
+    }
+    let progress = Progress::new(args.app.quiet);
+    let built = bundle::build(&args.app, &progress);
+    progress.finish();
+    let built = built?;
+    let output = match &args.output {
+        Some(p) => p.clone(),
+        None => {
+            let dir = PathBuf::from("dist");
+            std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("failed to create `dist`: {e}"))?;
+            dir.join(&built.name)
+        }
+    };
+    payload::write_atomic(&output, &built.bytes, 0o755)?;
+    if !args.app.quiet {
+        for w in &built.warnings {
+            eprintln!("warning: {w}");
+        }
+        eprintln!(
+            "wrote {} ({:.2} MB, Python {}, {} files, {} libraries)",
+            output.display(),
+            built.bytes.len() as f64 / 1e6,
+            built.python,
+            built.files,
+            built.libraries
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn inspect_cmd(_args: &cli::InspectArgs) -> Result<ExitCode> {
+    anyhow::bail!("inspect is not available yet")
 }
 
 /// Prints an error chain as `error:` and `Caused by:` lines.

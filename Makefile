@@ -1,0 +1,35 @@
+# pyshrink: build, test, bench, demo, lint.
+CARGO ?= cargo
+PYTHON ?= $(shell command -v python3)
+PYSHRINK := target/release/pyshrink
+
+.PHONY: build test bench demo lint fmt deps fuzz
+
+build:
+	$(CARGO) build --release
+
+# Tools the tests use that a fresh Debian machine lacks (root only; a no-op when present).
+deps:
+	@tests/deps.sh
+
+test: deps
+	$(CARGO) test --release -- --test-threads=2
+
+# Bundles hello and runs it, then bundles mountains and queries it once.
+demo: build
+	$(PYSHRINK) bundle examples/hello/app.py --python $(PYTHON) -o dist/hello
+	./dist/hello "from a single file" --exit=0
+	$(PYSHRINK) bundle examples/mountains/app.py --python $(PYTHON) -o dist/mountains
+	@PORT=18080 ./dist/mountains & pid=$$!; \
+	  for i in 1 2 3 4 5 6 7 8 9 10; do curl -fsS localhost:18080/ 2>/dev/null && break; sleep 0.5; done; \
+	  echo; kill -TERM $$pid; wait $$pid; echo "mountains exited with $$?"
+
+bench: build deps
+	tests/bench.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,154 @@
+//! Writing bundles: a reproducible tar of the staged tree, one zstd frame, the manifest and the
+//! trailer defined in the `pyshrink-stub` crate.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use pyshrink_stub::{content_hasher, Manifest, Trailer};
+use sha2::Digest;
+
+/// The decoder's window: zstd's default for level 19 is 8 MiB, and the launcher's memory while
+/// extracting grows with it, so it is fixed here rather than left to the level.
+const WINDOW_LOG: u32 = 23;
+
+/// Tars every regular file (and empty directory) under `stage`, sorted by path, with fixed
+/// mtime, owner and modes (0755 for executables and ELF files, 0644 otherwise), so the same
+/// inputs give the same bytes. Returns the archive and the number of files.
+pub fn archive(stage: &Path) -> Result<(Vec<u8>, usize)> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut count = 0;
+    for entry in walkdir::WalkDir::new(stage).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("failed to walk `{}`", stage.display()))?;
+        let rel = entry.path().strip_prefix(stage).expect("walkdir stays under its root");
+        if entry.file_type().is_dir() {
+            // Directories are created as files need them; only empty ones need an entry
+            // (lib-dynload is CPython's exec_prefix landmark even when no module is in it).
+            let empty = fs::read_dir(entry.path())?.next().is_none();
+            if empty && entry.depth() > 0 {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                header.set_mode(0o755);
+                header.set_mtime(0);
+                builder.append_data(&mut header, rel, std::io::empty())?;
+            }
+            continue;
+        }
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel_str = rel
+            .to_str()
+            .with_context(|| format!("path `{}` is not UTF-8; rename it", rel.display()))?;
+        pyshrink_stub::check_path(rel_str)
+            .map_err(|e| anyhow::anyhow!("refusing to bundle `{rel_str}`: {e}"))?;
+        let data = fs::read(entry.path()).with_context(|| format!("failed to read `{}`", entry.path().display()))?;
+        let exec = entry.metadata()?.permissions().mode() & 0o111 != 0 || data.starts_with(b"\x7fELF");
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(data.len() as u64);
+        header.set_mode(if exec { 0o755 } else { 0o644 });
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        builder
+            .append_data(&mut header, rel, data.as_slice())
+            .with_context(|| format!("failed to archive `{rel_str}`"))?;
+        count += 1;
+    }
+    Ok((builder.into_inner().context("failed to finish the archive")?, count))
+}
+
+/// One zstd frame with the content size and checksum recorded.
+pub fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::CParameter;
+    let mut enc = zstd::stream::Encoder::new(Vec::with_capacity(data.len() / 3), level)?;
+    enc.set_parameter(CParameter::WindowLog(WINDOW_LOG))?;
+    enc.set_parameter(CParameter::EnableLongDistanceMatching(true))?;
+    enc.set_pledged_src_size(Some(data.len() as u64))?;
+    enc.include_checksum(true)?;
+    enc.include_contentsize(true)?;
+    enc.write_all(data)?;
+    Ok(enc.finish()?)
+}
+
+/// stub | payload | manifest | trailer.
+pub fn assemble(stub: &[u8], payload: &[u8], manifest: &Manifest) -> Vec<u8> {
+    let manifest = manifest.encode().into_bytes();
+    let mut hasher = content_hasher();
+    hasher.update(payload);
+    hasher.update(&manifest);
+    let trailer = Trailer {
+        stub_len: stub.len() as u64,
+        payload_len: payload.len() as u64,
+        manifest_len: manifest.len() as u64,
+        content_sha256: hasher.finalize().into(),
+    };
+    let mut out = Vec::with_capacity(stub.len() + payload.len() + manifest.len() + 72);
+    out.extend_from_slice(stub);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&manifest);
+    out.extend_from_slice(&trailer.encode());
+    out
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place: a reader never
+/// sees a half-written file, and a failure leaves nothing behind.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "output directory `{}` does not exist\n\nhint: create it first, or pass another -o",
+            dir.display()
+        );
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pyshrink-")
+        .tempfile_in(dir)
+        .with_context(|| format!("failed to create a temporary file in `{}`", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("failed to write `{}`", tmp.path().display()))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .context("failed to set the output mode")?;
+    tmp.persist(path)
+        .with_context(|| format!("failed to move the output into place at `{}`", path.display()))?;
+    Ok(())
+}
+
+/// A bundle split into its parts, for `inspect` and tests.
+pub struct Parsed<'a> {
+    pub trailer: Trailer,
+    pub stub: &'a [u8],
+    pub payload: &'a [u8],
+    pub manifest: Manifest,
+}
+
+pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, pyshrink_stub::FormatError> {
+    use pyshrink_stub::{FormatError, TRAILER_LEN};
+    if bytes.len() < TRAILER_LEN {
+        return Err(FormatError::NotABundle);
+    }
+    let trailer = Trailer::decode(&bytes[bytes.len() - TRAILER_LEN..], bytes.len() as u64)?;
+    let p = trailer.payload_offset() as usize;
+    let m = trailer.manifest_offset() as usize;
+    let end = m + trailer.manifest_len as usize;
+    let mut hasher = content_hasher();
+    hasher.update(&bytes[p..end]);
+    if hasher.finalize()[..] != trailer.content_sha256[..] {
+        return Err(FormatError::Corrupt("content hash mismatch"));
+    }
+    let manifest = Manifest::decode(&bytes[m..end])?;
+    Ok(Parsed {
+        stub: &bytes[..p],
+        payload: &bytes[p..m],
+        manifest,
+        trailer,
+    })
+}

@@ -1,0 +1,431 @@
+# Runs inside the *target* interpreter (any CPython 3.8+), so layout, import analysis and bytecode
+# all come from the Python the bundle will carry, whatever version pyshrink itself was built near.
+#
+# argv[1] is a JSON request; the answer is one JSON object on stdout. Modes:
+#   {"mode": "layout"}                      -> the interpreter's layout
+#   {"mode": "plan", ...}                   -> analyse the app, write the staging tree, report
+import json
+import os
+import sys
+
+
+def layout():
+    import sysconfig
+    import site
+    import importlib.util
+    import platform
+
+    cv = sysconfig.get_config_var
+    dynload = [p for p in sys.path if os.path.basename(p.rstrip("/")) == "lib-dynload"]
+    sites = []
+    try:
+        sites = site.getsitepackages()
+    except AttributeError:
+        pass
+    for key in ("purelib", "platlib"):
+        p = sysconfig.get_path(key)
+        if p not in sites:
+            sites.append(p)
+    base_exe = getattr(sys, "_base_executable", sys.executable)
+    return {
+        "implementation": sys.implementation.name,
+        "version": list(sys.version_info[:3]),
+        "version_str": platform.python_version(),
+        "prefix": sys.prefix,
+        "base_prefix": getattr(sys, "base_prefix", sys.prefix),
+        "exec_prefix": sys.exec_prefix,
+        "stdlib": sysconfig.get_path("stdlib"),
+        "platstdlib": sysconfig.get_path("platstdlib"),
+        "dynload": dynload[0] if dynload else None,
+        "site_packages": [p for p in sites if os.path.isdir(p)],
+        "libdir": cv("LIBDIR"),
+        "ldlibrary": cv("LDLIBRARY"),
+        "instsoname": cv("INSTSONAME"),
+        "shared": bool(cv("Py_ENABLE_SHARED")),
+        "executable": sys.executable,
+        "real_executable": os.path.realpath(base_exe),
+        "cache_tag": sys.implementation.cache_tag,
+        "magic": importlib.util.MAGIC_NUMBER.hex(),
+        "platlibdir": getattr(sys, "platlibdir", "lib"),
+        "ext_suffix": cv("EXT_SUFFIX"),
+        "builtin_modules": sorted(sys.builtin_module_names),
+    }
+
+
+def startup_modules():
+    """Modules this interpreter imports before any user code, in the bundle's mode (-E -s),
+    without the host's .pth files (which import whatever the host's packages want) and without
+    sitecustomize (Debian's only installs a crash-report hook)."""
+    import subprocess
+    code = ("import sys, site\n"
+            "print('\\n'.join('%s\\t%s' % (n, getattr(m, '__file__', None) or '')"
+            " for n, m in sorted(sys.modules.items())"
+            " if getattr(getattr(m, '__spec__', None), 'origin', None) not in ('frozen', 'built-in')))")
+    out = subprocess.run([sys.executable, "-E", "-s", "-S", "-c", code], stdout=subprocess.PIPE,
+                         universal_newlines=True, check=True).stdout
+    return [tuple(line.split("\t", 1)) for line in out.splitlines() if "\t" in line]
+
+
+# Parts of the stdlib never bundled: test suites, IDLE, Tk, ensurepip, lib2to3, build config.
+PRUNED_TOP = {
+    "test", "idlelib", "tkinter", "turtle", "turtledemo", "ensurepip", "lib2to3",
+    "__phello__", "__hello__", "_tkinter", "pydoc_data", "distutils", "venv",
+}
+PRUNED_DIRS = {"test", "tests", "idle_test", "__pycache__"}
+# Development tools that stdlib modules import only for self-tests and debugging hooks.
+DEV_ONLY = {"doctest", "unittest", "pdb", "pydoc", "bdb", "trace", "profile", "cProfile", "pstats"}
+# Test-only extension modules of the stdlib.
+PRUNED_EXT = {"xxlimited", "xxlimited_35", "xxsubtype", "_ctypes_test"}
+
+
+def pruned(name):
+    parts = name.split(".")
+    top = parts[0]
+    return (top in PRUNED_TOP or top in PRUNED_EXT or top.startswith(("config-", "_test", "_xx"))
+            or any(p in PRUNED_DIRS for p in parts[1:]))
+
+
+_REAL = {}
+
+
+def real(path):
+    """realpath, cached per directory: callers ask about thousands of files in few dirs."""
+    d, f = os.path.split(os.path.abspath(path))
+    if d not in _REAL:
+        _REAL[d] = os.path.realpath(d)
+    return os.path.join(_REAL[d], f)
+
+
+def under(path, root):
+    if not root:
+        return False
+    return real(path).startswith(os.path.join(real(root), ""))
+
+
+def compile_to(src, dest, display):
+    import py_compile
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    py_compile.compile(src, cfile=dest, dfile=display, doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+
+
+def copy(src, dest):
+    import shutil
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.copyfile(src, dest)
+
+
+def module_files(root, rel_prefix=""):
+    """Every file of a stdlib package directory, pruned."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in PRUNED_DIRS)
+        for f in sorted(filenames):
+            yield os.path.join(dirpath, f)
+
+
+def make_finder():
+    import modulefinder
+
+    class Finder(modulefinder.ModuleFinder):
+        """ModuleFinder that remembers which module imported which."""
+
+        def __init__(self, *a, **k):
+            self.stdlib = k.pop("stdlib", None)
+            modulefinder.ModuleFinder.__init__(self, *a, **k)
+            self.by = {}
+
+        def import_hook(self, name, caller=None, fromlist=None, level=-1):
+            # The stdlib's own self-tests (`pickle._test` imports doctest) and debugger hooks
+            # would pull in doctest -> pdb -> pydoc -> unittest -> asyncio... Follow these
+            # development tools only when the app or its packages import them.
+            if (caller is not None and name.split(".")[0] in DEV_ONLY and caller.__file__
+                    and self.stdlib and under(caller.__file__, self.stdlib)):
+                return None
+            who = caller.__name__ if caller is not None else "<entry>"
+            before = set(self.modules)
+            try:
+                return modulefinder.ModuleFinder.import_hook(self, name, caller, fromlist, level)
+            finally:
+                # Nested imports finish first, so each module keeps the importer that
+                # actually reached it, not the one at the top of the chain.
+                for new in set(self.modules) - before:
+                    self.by.setdefault(new, {who})
+
+        def importers(self, name):
+            return sorted(self.by.get(name, ()))
+
+        def load_module(self, fqname, fp, pathname, file_info):
+            # Library modules keep demos and self-tests under `if __name__ == "__main__":`
+            # (heapq imports doctest there, which imports pdb, pydoc, unittest, asyncio...).
+            # That code never runs in a bundle, so scan the module without it. The entry
+            # script itself keeps its main block: that is the app.
+            suffix, mode, kind = file_info
+            if kind != modulefinder._PY_SOURCE or fqname == "__main__":
+                return modulefinder.ModuleFinder.load_module(self, fqname, fp, pathname, file_info)
+            import ast
+            source = fp.read()
+            try:
+                tree = ast.parse(source, pathname)
+            except SyntaxError:
+                raise
+            tree.body = [n for n in tree.body if not is_main_guard(n)]
+            m = self.add_module(fqname)
+            m.__file__ = pathname
+            self.scan_code(compile(tree, pathname, "exec"), m)
+            self.msgout(2, "load_module ->", m)
+            return m
+
+    def is_main_guard(node):
+        if not isinstance(node, ast_mod().If):
+            return False
+        t = node.test
+        A = ast_mod()
+        return (isinstance(t, A.Compare) and isinstance(t.left, A.Name) and t.left.id == "__name__"
+                and len(t.comparators) == 1 and isinstance(t.comparators[0], A.Constant)
+                and t.comparators[0].value == "__main__")
+
+    def ast_mod():
+        import ast
+        return ast
+
+    return Finder
+
+
+def plan(req):
+    Finder = make_finder()
+
+    info = layout()
+    stage = req["stage"]
+    ver = "python%d.%d" % tuple(info["version"][:2])
+    stdlib_dest = os.path.join(stage, "lib", ver)
+    stdlib = info["stdlib"]
+    dynload = info["dynload"]
+    sites = [os.path.realpath(p) for p in info["site_packages"]]
+    report = {"layout": info, "modules": [], "missing": [], "elf": [], "entry": None,
+              "distributions": []}
+    written = set()
+
+    def emit(src, dest_rel, kind):
+        dest = os.path.join(stage, dest_rel)
+        if dest in written:
+            return
+        written.add(dest)
+        if kind == "compile":
+            compile_to(src, dest, dest_rel[:-1])
+        else:
+            copy(src, dest)
+            if kind == "elf":
+                report["elf"].append(dest_rel)
+
+    def stdlib_file(path):
+        """Stage one stdlib file (source compiled, extension copied)."""
+        if dynload and under(path, dynload):
+            emit(path, os.path.join("lib", ver, "lib-dynload", os.path.basename(path)), "elf")
+        elif path.endswith(".py"):
+            rel = os.path.relpath(os.path.realpath(path), os.path.realpath(stdlib))
+            emit(path, os.path.join("lib", ver, rel + "c"), "compile")
+        elif path.endswith(".so"):
+            rel = os.path.relpath(os.path.realpath(path), os.path.realpath(stdlib))
+            emit(path, os.path.join("lib", ver, rel), "elf")
+
+    # The app.
+    entry = req["entry"]
+    app_dir = None
+    if entry["kind"] == "script":
+        script = os.path.abspath(entry["path"])
+        app_dir = os.path.dirname(script)
+        emit(script, os.path.join("app", os.path.basename(script) + "c"), "compile")
+        report["entry"] = {"kind": "script", "path": "app/" + os.path.basename(script) + "c"}
+        search = [app_dir]
+    elif entry["kind"] == "dir":
+        app_dir = os.path.abspath(entry["path"])
+        for path in module_files(app_dir):
+            rel = os.path.relpath(path, app_dir)
+            if path.endswith(".py"):
+                emit(path, os.path.join("app", rel + "c"), "compile")
+            elif not path.endswith(".pyc"):
+                emit(path, os.path.join("app", rel), "elf" if path.endswith(".so") else "copy")
+        report["entry"] = {"kind": "script", "path": "app/__main__.pyc"}
+        search = [app_dir]
+    else:
+        app_dir = os.path.abspath(entry.get("cwd") or os.getcwd())
+        report["entry"] = {"kind": "module", "name": entry["name"]}
+        search = [app_dir]
+
+    finder = Finder(path=search + sys.path, stdlib=stdlib,
+                    excludes=req.get("exclude", []) + sorted(PRUNED_TOP))
+    if entry["kind"] == "module":
+        finder.import_hook(entry["name"])
+        try:
+            finder.import_hook(entry["name"] + ".__main__")
+        except ImportError:
+            pass
+        finder.import_hook("runpy")
+    else:
+        main = entry["path"] if entry["kind"] == "script" else os.path.join(app_dir, "__main__.py")
+        finder.run_script(main)
+    for name in req.get("include", []):
+        try:
+            finder.import_hook(name)
+        except ImportError:
+            raise SystemExit("module %r given to --include-module cannot be imported" % name)
+
+    # What the interpreter imports before any user code, taken as files rather than followed:
+    # following `site` would drag in pydoc (for `help()`) and with it half the stdlib.
+    for name, path in startup_modules():
+        if path and not pruned(name) and under(path, stdlib) and not any(under(path, s) for s in sites):
+            stdlib_file(path)
+
+    stdlib_all = req.get("stdlib") == "all"
+    if stdlib_all:
+        for path in module_files(stdlib):
+            rel = os.path.relpath(path, stdlib)
+            top = rel.split(os.sep)[0]
+            if top in ("site-packages", "dist-packages") or (dynload and under(path, dynload)):
+                continue
+            name = rel[:-3].replace(os.sep, ".") if rel.endswith(".py") else rel
+            if pruned(name) or not rel.endswith(".py"):
+                continue
+            stdlib_file(path)
+        if dynload:
+            for f in sorted(os.listdir(dynload)):
+                if f.endswith(".so") and not pruned(f.split(".")[0]):
+                    stdlib_file(os.path.join(dynload, f))
+
+    # CPython finds its exec_prefix by the lib-dynload directory, present even when empty.
+    os.makedirs(os.path.join(stdlib_dest, "lib-dynload"), exist_ok=True)
+
+    # CPython finds its prefix by this landmark (lib/pythonX.Y/os.py or .pyc), frozen or not.
+    stdlib_file(os.path.join(stdlib, "os.py"))
+
+    # The whole encodings package: codecs.lookup() imports any of them by name at run time.
+    enc = os.path.join(stdlib, "encodings")
+    for path in module_files(enc):
+        if path.endswith(".py"):
+            stdlib_file(path)
+
+    dists = distributions(sites)
+    used_dists = set()
+    for name, mod in sorted(finder.modules.items()):
+        path = mod.__file__
+        if not path or pruned(name) and not under(path, app_dir or "/nonexistent"):
+            continue
+        site = next((s for s in sites if under(path, s)), None)
+        if site is not None:
+            owner = dists["by_file"].get(real(path))
+            if owner is not None:
+                used_dists.add(owner)
+                report["modules"].append({"name": name, "origin": "site", "dist": owner,
+                                          "imported_by": finder.importers(name)})
+                continue
+            rel = os.path.relpath(path, site)
+            dest = os.path.join("lib", ver, "site-packages", rel)
+            emit(path, dest + "c" if path.endswith(".py") else dest,
+                 "compile" if path.endswith(".py") else "elf" if path.endswith(".so") else "copy")
+            report["modules"].append({"name": name, "origin": "site", "dist": None,
+                                      "imported_by": finder.importers(name)})
+        elif app_dir and under(path, app_dir) and not under(path, stdlib):
+            rel = os.path.relpath(path, app_dir)
+            if entry["kind"] != "dir":
+                emit(path, os.path.join("app", rel + "c") if path.endswith(".py")
+                     else os.path.join("app", rel), "compile" if path.endswith(".py")
+                     else "elf" if path.endswith(".so") else "copy")
+            report["modules"].append({"name": name, "origin": "app",
+                                      "imported_by": finder.importers(name)})
+        elif under(path, stdlib) or (dynload and under(path, dynload)):
+            if pruned(name):
+                continue
+            stdlib_file(path)
+            report["modules"].append({"name": name, "origin": "stdlib",
+                                      "imported_by": finder.importers(name)})
+
+    for key in sorted(used_dists):
+        d = dists["dists"][key]
+        report["distributions"].append({"name": d["name"], "version": d["version"]})
+        for path in d["files"]:
+            if not os.path.isfile(path):
+                continue
+            rel = os.path.relpath(path, d["site"])
+            dest = os.path.join("lib", ver, "site-packages", rel)
+            if path.endswith(".py"):
+                emit(path, dest + "c", "compile")
+            elif path.endswith(".pyc") or "__pycache__" in rel.split(os.sep):
+                continue
+            else:
+                emit(path, dest, "elf" if is_elf(path) else "copy")
+
+    report["missing"] = sorted(
+        n for n in finder.badmodules
+        if not pruned(n) and n.split(".")[0] not in sys.builtin_module_names)
+    report["elf"].sort()
+    return report
+
+
+def is_elf(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def distributions(sites):
+    """Installed distributions of the site dirs, with the files their RECORD lists."""
+    import csv
+    by_file, dists = {}, {}
+    for site in sites:
+        for entry in sorted(os.listdir(site)):
+            if not entry.endswith(".dist-info"):
+                continue
+            info = os.path.join(site, entry)
+            record = os.path.join(info, "RECORD")
+            meta = os.path.join(info, "METADATA")
+            name, version = entry[:-len(".dist-info")].rsplit("-", 1) if "-" in entry else (entry, "")
+            try:
+                with open(meta, encoding="utf-8", errors="replace") as f:
+                    for line in f:
+                        if line.startswith("Name:"):
+                            name = line.split(":", 1)[1].strip()
+                        elif line.startswith("Version:"):
+                            version = line.split(":", 1)[1].strip()
+                        elif not line.strip():
+                            break
+            except OSError:
+                pass
+            files = set()
+            try:
+                with open(record, newline="", encoding="utf-8") as f:
+                    for row in csv.reader(f):
+                        if not row:
+                            continue
+                        p = real(os.path.normpath(os.path.join(site, row[0])))
+                        if under(p, site):
+                            files.add(p)
+            except OSError:
+                continue
+            for dirpath, _, filenames in os.walk(info):
+                for f in filenames:
+                    files.add(real(os.path.join(dirpath, f)))
+            key = name.lower().replace("_", "-")
+            dists[key] = {"name": name, "version": version, "site": site, "files": sorted(files)}
+            for p in files:
+                by_file.setdefault(p, key)
+    return {"by_file": by_file, "dists": dists}
+
+
+def main():
+    req = json.loads(sys.argv[1])
+    import platform
+    impl = platform.python_implementation()
+    if impl != "CPython" or sys.version_info < (3, 8):
+        sys.stdout.write(json.dumps({"unsupported": "%s %s" % (impl, platform.python_version())}))
+        return
+    if req["mode"] == "layout":
+        out = layout()
+    else:
+        out = plan(req)
+    sys.stdout.write(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

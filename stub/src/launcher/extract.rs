@@ -1,0 +1,275 @@
+//! Verifying and extracting the payload.
+//!
+//! The content hash is checked over the whole payload and manifest before a single byte is
+//! decompressed. Extraction follows check / lock / check again / write into `<hash>.work` /
+//! rename, so a directory named `<hash>` is always complete: a run killed half-way leaves only a
+//! work dir, which the next run (holding the lock, so no one else is writing it) removes.
+
+use alloc::collections::BTreeSet;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use ruzstd::decoding::StreamingDecoder;
+use sha2::Digest;
+
+use super::{die_errno, die_format, sys};
+use crate::{content_hasher, exit, ArchiveReader, EntryKind, FormatError, Source, Trailer};
+
+/// The manifest, copied into the extraction: the warm path and the `python3` role read it there.
+pub const MANIFEST_FILE: &[u8] = b"pyshrink.manifest";
+/// Where the launcher copy acting as `sys.executable` goes (the manifest's `python_exe`).
+const PYTHON_EXE: &[u8] = b"bin/python3";
+const CHUNK: usize = 256 * 1024;
+
+/// A finished extraction: a real directory of ours that nobody else can write to.
+pub fn is_complete(dir: &[u8]) -> bool {
+    match sys::lstat(dir) {
+        Ok(st) => {
+            st.st_mode & libc::S_IFMT == libc::S_IFDIR
+                && st.st_uid == sys::getuid()
+                && st.st_mode & 0o022 == 0
+        }
+        Err(_) => false,
+    }
+}
+
+/// Reads `len` bytes of the bundle from `offset`, in chunks.
+struct Section<'a> {
+    fd: &'a sys::Fd,
+    offset: u64,
+    left: u64,
+}
+
+impl Section<'_> {
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, sys::Errno> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        sys::pread_exact(self.fd, &mut buf[..n], self.offset)?;
+        self.offset += n as u64;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+impl ruzstd::io::Read for Section<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ruzstd::io::Error> {
+        self.read_some(buf)
+            .map_err(|_| ruzstd::io::Error::from(ruzstd::io::ErrorKind::Other))
+    }
+}
+
+struct Decoded<'a>(StreamingDecoder<Section<'a>, ruzstd::decoding::FrameDecoder>);
+
+impl Source for Decoded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, FormatError> {
+        ruzstd::io::Read::read(&mut self.0, buf)
+            .map_err(|_| FormatError::Corrupt("payload does not decompress"))
+    }
+}
+
+fn payload_archive<'a>(fd: &'a sys::Fd, t: &Trailer, exe: &[u8]) -> ArchiveReader<Decoded<'a>> {
+    let section = Section {
+        fd,
+        offset: t.payload_offset(),
+        left: t.payload_len,
+    };
+    match StreamingDecoder::new(section) {
+        Ok(d) => ArchiveReader::new(Decoded(d)),
+        Err(_) => die_format(&FormatError::Corrupt("payload is not a zstd frame"), exe),
+    }
+}
+
+/// Checks the content hash of payload and manifest; exits with the corrupt code on mismatch.
+pub fn verify(fd: &sys::Fd, t: &Trailer, exe: &[u8]) {
+    let mut hasher = content_hasher();
+    let mut section = Section {
+        fd,
+        offset: t.payload_offset(),
+        left: t.payload_len + t.manifest_len,
+    };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match section.read_some(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) => die_errno(exit::IO, b"failed to read", exe, e),
+        }
+    }
+    if hasher.finalize()[..] != t.content_sha256[..] {
+        die_format(
+            &FormatError::Corrupt("content hash mismatch: the payload or manifest was altered"),
+            exe,
+        );
+    }
+}
+
+/// Extracts the verified payload into `<root>/<key>`, unless another run finished it first (or,
+/// with `replace`, replacing what is there).
+pub fn extract(fd: &sys::Fd, t: &Trailer, root: &[u8], key: &[u8], exe: &[u8], replace: bool) {
+    let io = |what: &[u8], path: &[u8], e| -> ! { die_errno(exit::IO, what, path, e) };
+    let root_fd = sys::open(root, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
+        .unwrap_or_else(|e| io(b"failed to open", root, e));
+    let mut lock_name = Vec::from(key);
+    lock_name.extend_from_slice(b".lock");
+    let lock = sys::openat(&root_fd, &lock_name, libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW, 0o600)
+        .unwrap_or_else(|e| io(b"failed to create lock", &sys::join(root, &lock_name), e));
+    sys::flock_exclusive(&lock).unwrap_or_else(|e| io(b"failed to lock", &lock_name, e));
+    let dir = sys::join(root, key);
+    if !replace && is_complete(&dir) {
+        return;
+    }
+    let mut work = Vec::from(key);
+    work.extend_from_slice(b".work");
+    // Holding the lock: a work dir is what a killed run left, and an existing `<key>` that is not
+    // an acceptable extraction is not ours to trust. Both go.
+    for stale in [&work[..], key] {
+        sys::remove_tree_at(&root_fd, stale).unwrap_or_else(|e| io(b"failed to remove", &sys::join(root, stale), e));
+    }
+    sys::mkdirat(&root_fd, &work, 0o700).unwrap_or_else(|e| io(b"failed to create", &sys::join(root, &work), e));
+    let work_fd = sys::openat(&root_fd, &work, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
+        .unwrap_or_else(|e| io(b"failed to open", &work, e));
+    let work_path = sys::join(root, &work);
+
+    let mut made: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut archive = payload_archive(fd, t, exe);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let entry = match archive.next_entry() {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(e) => die_format(&e, exe),
+        };
+        let path = entry.path.as_bytes();
+        make_dirs(&work_fd, parent_of(path), &mut made, &work_path);
+        match entry.kind {
+            EntryKind::Dir { .. } => make_dirs(&work_fd, path, &mut made, &work_path),
+            EntryKind::File { mode, .. } => {
+                let out = create(&work_fd, path, mode, &work_path);
+                loop {
+                    let n = archive.read_data(&mut buf).unwrap_or_else(|e| die_format(&e, exe));
+                    if n == 0 {
+                        break;
+                    }
+                    sys::write_all(out.0, &buf[..n]).unwrap_or_else(|e| io(b"failed to write", &sys::join(&work_path, path), e));
+                }
+            }
+        }
+    }
+    // The launcher itself, as `sys.executable`: the first stub_len bytes of this very file.
+    make_dirs(&work_fd, parent_of(PYTHON_EXE), &mut made, &work_path);
+    copy_range(fd, 0, t.stub_len, &create(&work_fd, PYTHON_EXE, 0o755, &work_path), exe);
+    copy_range(fd, t.manifest_offset(), t.manifest_len, &create(&work_fd, MANIFEST_FILE, 0o644, &work_path), exe);
+    drop(work_fd);
+    sys::rename(&work_path, &dir).unwrap_or_else(|e| io(b"failed to move the extraction into place at", &dir, e));
+    drop(lock);
+}
+
+fn parent_of(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[..i],
+        None => b"",
+    }
+}
+
+fn make_dirs(work: &sys::Fd, dir: &[u8], made: &mut BTreeSet<Vec<u8>>, work_path: &[u8]) {
+    if dir.is_empty() || made.contains(dir) {
+        return;
+    }
+    make_dirs(work, parent_of(dir), made, work_path);
+    match sys::mkdirat(work, dir, 0o755) {
+        Ok(()) | Err(libc::EEXIST) => {}
+        Err(e) => die_errno(exit::IO, b"failed to create", &sys::join(work_path, dir), e),
+    }
+    made.insert(dir.into());
+}
+
+fn create(work: &sys::Fd, path: &[u8], mode: u32, work_path: &[u8]) -> sys::Fd {
+    let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+    sys::openat(work, path, flags, mode)
+        .unwrap_or_else(|e| die_errno(exit::IO, b"failed to create", &sys::join(work_path, path), e))
+}
+
+fn copy_range(fd: &sys::Fd, offset: u64, len: u64, out: &sys::Fd, exe: &[u8]) {
+    let mut section = Section { fd, offset, left: len };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match section.read_some(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if let Err(e) = sys::write_all(out.0, &buf[..n]) {
+                    die_errno(exit::IO, b"failed to write into the extraction from", exe, e);
+                }
+            }
+            Err(e) => die_errno(exit::IO, b"failed to read", exe, e),
+        }
+    }
+}
+
+/// `PYSHRINK_VERIFY=1`: compares an existing extraction with the (verified) payload, file by
+/// file, and checks it holds nothing else. A mismatch is reported; the caller re-extracts.
+pub fn tree_matches(fd: &sys::Fd, t: &Trailer, dir: &[u8], exe: &[u8]) -> bool {
+    let Ok(dir_fd) = sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) else {
+        return false;
+    };
+    let mut archive = payload_archive(fd, t, exe);
+    let (mut want, mut have) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let mut files: u64 = 2; // the manifest copy and bin/python3
+    loop {
+        let entry = match archive.next_entry() {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(e) => die_format(&e, exe),
+        };
+        let EntryKind::File { size, .. } = entry.kind else { continue };
+        files += 1;
+        let Ok(f) = sys::openat(&dir_fd, entry.path.as_bytes(), libc::O_RDONLY | libc::O_NOFOLLOW, 0) else {
+            return false;
+        };
+        if sys::fstat(&f).map(|st| st.st_size as u64) != Ok(size) {
+            return false;
+        }
+        loop {
+            let n = archive.read_data(&mut want).unwrap_or_else(|e| die_format(&e, exe));
+            if n == 0 {
+                break;
+            }
+            let mut got = 0;
+            while got < n {
+                match sys::read(&f, &mut have[got..n]) {
+                    Ok(0) | Err(_) => return false,
+                    Ok(m) => got += m,
+                }
+            }
+            if want[..n] != have[..n] {
+                return false;
+            }
+        }
+    }
+    count_files(&dir_fd) == Some(files)
+}
+
+/// Regular files under a directory; `None` if it holds anything but files and directories.
+fn count_files(dir: &sys::Fd) -> Option<u64> {
+    let mut n = 0;
+    for name in sys::list_dir(dir).ok()? {
+        let sub = sys::openat(dir, &name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0).ok()?;
+        let st = sys::fstat(&sub).ok()?;
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => n += 1,
+            libc::S_IFDIR => n += count_files(&sub)?,
+            _ => return None,
+        }
+    }
+    Some(n)
+}
+
+/// Reports a tampered extraction before it is replaced.
+pub fn report_mismatch(dir: &[u8]) {
+    let _ = sys::write_all(
+        2,
+        &[&b"pyshrink: warning: extraction `"[..], dir, b"` does not match the bundle; extracting it again\n"].concat(),
+    );
+}

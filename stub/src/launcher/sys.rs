@@ -1,0 +1,314 @@
+//! Thin wrappers over the few libc calls the launcher makes. Paths are byte strings: nothing here
+//! assumes UTF-8. Every call that can fail returns the errno, which callers turn into a message.
+
+use alloc::vec::Vec;
+use core::ffi::{c_char, c_int};
+
+pub type Errno = c_int;
+
+pub fn errno() -> Errno {
+    // SAFETY: __errno_location returns the calling thread's errno slot, valid for its lifetime.
+    unsafe { *libc::__errno_location() }
+}
+
+fn check(ret: c_int) -> Result<c_int, Errno> {
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A NUL-terminated copy of `path`, for passing to libc.
+pub fn cpath(path: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(path.len() + 1);
+    v.extend_from_slice(path);
+    v.push(0);
+    v
+}
+
+/// `a/b` from `a` and `b`.
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(dir.len() + name.len() + 1);
+    v.extend_from_slice(dir);
+    if !dir.ends_with(b"/") {
+        v.push(b'/');
+    }
+    v.extend_from_slice(name);
+    v
+}
+
+/// The directory part of `path` (`/a/b` -> `/a`; `/a` -> `/`).
+pub fn parent(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) => b"/",
+        Some(i) => &path[..i],
+        None => b".",
+    }
+}
+
+pub struct Fd(pub c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is owned by this value and closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+pub fn open(path: &[u8], flags: c_int, mode: u32) -> Result<Fd, Errno> {
+    let p = cpath(path);
+    // SAFETY: `p` is NUL-terminated and outlives the call.
+    check(unsafe { libc::open(p.as_ptr().cast(), flags | libc::O_CLOEXEC, mode) }).map(Fd)
+}
+
+pub fn openat(dir: &Fd, path: &[u8], flags: c_int, mode: u32) -> Result<Fd, Errno> {
+    let p = cpath(path);
+    // SAFETY: as in `open`; `dir` is an open descriptor.
+    check(unsafe { libc::openat(dir.0, p.as_ptr().cast(), flags | libc::O_CLOEXEC, mode) }).map(Fd)
+}
+
+pub fn mkdirat(dir: &Fd, path: &[u8], mode: u32) -> Result<(), Errno> {
+    let p = cpath(path);
+    // SAFETY: as in `open`.
+    check(unsafe { libc::mkdirat(dir.0, p.as_ptr().cast(), mode) }).map(drop)
+}
+
+pub fn mkdir(path: &[u8], mode: u32) -> Result<(), Errno> {
+    let p = cpath(path);
+    // SAFETY: as in `open`.
+    check(unsafe { libc::mkdir(p.as_ptr().cast(), mode) }).map(drop)
+}
+
+pub fn rename(from: &[u8], to: &[u8]) -> Result<(), Errno> {
+    let (f, t) = (cpath(from), cpath(to));
+    // SAFETY: both paths are NUL-terminated and outlive the call.
+    check(unsafe { libc::rename(f.as_ptr().cast(), t.as_ptr().cast()) }).map(drop)
+}
+
+pub fn pread_exact(fd: &Fd, buf: &mut [u8], mut offset: u64) -> Result<(), Errno> {
+    let mut at = 0;
+    while at < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n = unsafe {
+            libc::pread(
+                fd.0,
+                buf[at..].as_mut_ptr().cast(),
+                buf.len() - at,
+                offset as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(libc::EIO);
+        }
+        at += n as usize;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+pub fn read(fd: &Fd, buf: &mut [u8]) -> Result<usize, Errno> {
+    loop {
+        // SAFETY: the pointer and length describe `buf`.
+        let n = unsafe { libc::read(fd.0, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        if errno() != libc::EINTR {
+            return Err(errno());
+        }
+    }
+}
+
+pub fn write_all(fd: c_int, mut buf: &[u8]) -> Result<(), Errno> {
+    while !buf.is_empty() {
+        // SAFETY: the pointer and length describe `buf`.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err(errno());
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// Reads a whole small file, refusing more than `cap` bytes.
+pub fn read_file(path: &[u8], cap: usize) -> Result<Vec<u8>, Errno> {
+    let fd = open(path, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = read(&fd, &mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() + n > cap {
+            return Err(libc::EFBIG);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+pub fn fstat(fd: &Fd) -> Result<libc::stat, Errno> {
+    // SAFETY: `st` is plain old data that fstat fills in.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    check(unsafe { libc::fstat(fd.0, &mut st) })?;
+    Ok(st)
+}
+
+/// lstat: information about `path` itself, never about what a symlink points at.
+pub fn lstat(path: &[u8]) -> Result<libc::stat, Errno> {
+    let p = cpath(path);
+    // SAFETY: as in `fstat`; `p` is NUL-terminated.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    check(unsafe { libc::lstat(p.as_ptr().cast(), &mut st) })?;
+    Ok(st)
+}
+
+pub fn statvfs_flags(path: &[u8]) -> Result<u64, Errno> {
+    let p = cpath(path);
+    // SAFETY: as in `fstat`.
+    let mut st: libc::statvfs = unsafe { core::mem::zeroed() };
+    check(unsafe { libc::statvfs(p.as_ptr().cast(), &mut st) })?;
+    Ok(st.f_flag)
+}
+
+pub fn access(path: &[u8], mode: c_int) -> Result<(), Errno> {
+    let p = cpath(path);
+    // SAFETY: as in `open`.
+    check(unsafe { libc::access(p.as_ptr().cast(), mode) }).map(drop)
+}
+
+pub fn readlink(path: &[u8]) -> Result<Vec<u8>, Errno> {
+    let p = cpath(path);
+    let mut buf = alloc::vec![0u8; 4096];
+    // SAFETY: the buffer is 4096 bytes long; readlink writes at most that many.
+    let n = unsafe { libc::readlink(p.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(errno());
+    }
+    if n as usize >= buf.len() {
+        return Err(libc::ENAMETOOLONG);
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+pub fn flock_exclusive(fd: &Fd) -> Result<(), Errno> {
+    loop {
+        // SAFETY: plain syscall on an owned descriptor.
+        if unsafe { libc::flock(fd.0, libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        if errno() != libc::EINTR {
+            return Err(errno());
+        }
+    }
+}
+
+/// Removes `name` inside `dir` and everything under it, without following symlinks.
+pub fn remove_tree_at(dir: &Fd, name: &[u8]) -> Result<(), Errno> {
+    let c = cpath(name);
+    // SAFETY: as in `open`.
+    if unsafe { libc::unlinkat(dir.0, c.as_ptr().cast(), 0) } == 0 {
+        return Ok(());
+    }
+    match errno() {
+        libc::ENOENT => return Ok(()),
+        libc::EISDIR | libc::EPERM => {}
+        e => return Err(e),
+    }
+    let sub = openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+    for child in list_dir(&sub)? {
+        remove_tree_at(&sub, &child)?;
+    }
+    drop(sub);
+    // SAFETY: as in `open`.
+    check(unsafe { libc::unlinkat(dir.0, c.as_ptr().cast(), libc::AT_REMOVEDIR) }).map(drop)
+}
+
+/// Names in a directory, without `.` and `..`.
+pub fn list_dir(dir: &Fd) -> Result<Vec<Vec<u8>>, Errno> {
+    // SAFETY: dup gives fdopendir a descriptor of its own, which closedir closes.
+    let fd = check(unsafe { libc::dup(dir.0) })?;
+    let d = unsafe { libc::fdopendir(fd) };
+    if d.is_null() {
+        let e = errno();
+        // SAFETY: fdopendir failed, so the duplicate is still ours to close.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: `d` is an open DIR stream; readdir's entry is valid until the next call.
+        let ent = unsafe { libc::readdir(d) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: d_name is NUL-terminated within the entry.
+        let name = unsafe { core::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
+        if name != b"." && name != b".." {
+            out.push(name.into());
+        }
+    }
+    // SAFETY: closes the stream opened above.
+    unsafe { libc::closedir(d) };
+    Ok(out)
+}
+
+pub fn getuid() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::getuid() }
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::getpid() }
+}
+
+/// Replaces the process. Returns only on failure.
+pub fn execve(path: &[u8], argv: &[Vec<u8>], envp: *const *const c_char) -> Errno {
+    let p = cpath(path);
+    let cargs: Vec<Vec<u8>> = argv.iter().map(|a| cpath(a)).collect();
+    let mut ptrs: Vec<*const c_char> = cargs.iter().map(|a| a.as_ptr().cast()).collect();
+    ptrs.push(core::ptr::null());
+    // SAFETY: every pointer refers to a NUL-terminated buffer alive across the call; the arrays
+    // are NULL-terminated; envp is the environment the process was started with.
+    unsafe { libc::execve(p.as_ptr().cast(), ptrs.as_ptr(), envp) };
+    errno()
+}
+
+pub fn exit(code: i32) -> ! {
+    // SAFETY: ends the process; nothing of ours needs flushing.
+    unsafe { libc::_exit(code) }
+}
+
+/// Text for the errno values a user is likely to meet; the number otherwise.
+pub fn strerror(e: Errno) -> &'static str {
+    match e {
+        libc::EACCES => "permission denied",
+        libc::EPERM => "operation not permitted",
+        libc::ENOENT => "no such file or directory",
+        libc::EROFS => "read-only file system",
+        libc::ENOSPC => "no space left on device",
+        libc::EEXIST => "file exists",
+        libc::ENOTDIR => "not a directory",
+        libc::ELOOP => "is a symbolic link",
+        libc::ENOEXEC => "exec format error",
+        libc::ENOMEM => "out of memory",
+        libc::EIO => "input/output error",
+        libc::EFBIG => "file too large",
+        libc::EDQUOT => "disk quota exceeded",
+        _ => "system error",
+    }
+}

@@ -1,0 +1,216 @@
+//! hello, mountains and the probe app, bundled and run in an empty root.
+
+use std::time::Duration;
+
+use crate::util::*;
+
+/// hello with every interpreter present: output, arguments, exit code, stdin, all in an empty root.
+#[test]
+fn hello_runs_in_empty_root_with_every_interpreter() {
+    let app = example("hello/app.py");
+    for (name, python) in interpreters() {
+        eprintln!("hello with {name} ({})", python.display());
+        let bundle = bundle(&[app.to_str().unwrap()], python);
+        let root = Root::new(&bundle);
+        let o = root.run(&["two words", "ünïcødé ✓", "--exit=3"]);
+        assert_code(&o, 3, name);
+        let (major_minor, _) = name.rsplit_once('-').map(|(_, v)| (v, ())).unwrap();
+        assert_eq!(
+            stdout(&o),
+            format!("Hello from Python {major_minor}!\narg: two words\narg: ünïcødé ✓\n"),
+            "{name}"
+        );
+        let o = root.run_stdin(&["-"], b"first line\nsecond\n");
+        assert_code(&o, 0, name);
+        assert!(stdout(&o).ends_with("stdin: 2 lines\nFIRST LINE\nSECOND\n"), "{name}: {}", stdout(&o));
+        assert_eq!(root.extractions().len(), 1, "{name}: one extraction reused");
+    }
+}
+
+/// mountains with every interpreter: answers GET / in the empty root and exits 0 on SIGTERM.
+#[test]
+fn mountains_serves_and_stops_on_sigterm_with_every_interpreter() {
+    let app = example("mountains/app.py");
+    for (name, python) in interpreters() {
+        eprintln!("mountains with {name}");
+        let bundle = bundle(&[app.to_str().unwrap()], python);
+        let root = Root::new(&bundle);
+        let port = free_port();
+        let mut child = root
+            .command(true, &["--setenv", "PORT", &port.to_string()], &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let reply = http_get(port, "/", Duration::from_secs(30));
+        let reply = reply.unwrap_or_else(|| {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("{name}: no answer on port {port}; stderr: {}", stderr(&o))
+        });
+        assert!(reply.starts_with("HTTP/1.0 200"), "{name}: {reply}");
+        let body = reply.split("\r\n\r\n").nth(1).unwrap();
+        let list: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(list[0]["name"], "Everest", "{name}");
+        assert_eq!(list[0]["height"], 8849, "{name}");
+        // bwrap runs its own init in the new PID namespace; the app is the deepest descendant.
+        let app_pid = deepest_descendant(child.id() as i32);
+        // SAFETY: plain kill(2) on a process this test started.
+        unsafe { libc::kill(app_pid, libc::SIGTERM) };
+        let o = child.wait_with_output().unwrap();
+        assert_code(&o, 0, &format!("{name}: exit on SIGTERM"));
+    }
+}
+
+/// A read-only root with an exec tmpfs at /tmp; uid 65532 with a writable /tmp; nothing
+/// writable at all: a clear error naming the fix.
+#[test]
+fn runs_read_only_and_non_root_and_fails_clearly_with_nothing_writable() {
+    let bundle = bundle(&[example("hello/app.py").to_str().unwrap()], &default_python());
+    let root = Root::new(&bundle);
+
+    let o = root.command(false, &["--tmpfs", "/tmp"], &["ro"]).output().unwrap();
+    assert_code(&o, 0, "read-only root with tmpfs /tmp");
+    assert!(stdout(&o).contains("arg: ro"));
+
+    std::fs::create_dir(root.path().join("tmp")).unwrap();
+    std::fs::set_permissions(root.path().join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let o = root
+        .command(true, &["--unshare-user", "--uid", "65532", "--gid", "65532"], &["nonroot"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0, "uid 65532 with writable /tmp");
+    assert!(stdout(&o).contains("arg: nonroot"));
+    assert!(root.path().join("tmp/pyshrink-65532").is_dir());
+
+    let empty = Root::new(&bundle);
+    let o = empty.command(false, &[], &["never"]).output().unwrap();
+    assert_code(&o, pyshrink_stub::exit::NO_EXTRACT_DIR, "nothing writable");
+    let err = stderr(&o);
+    assert!(err.contains("no usable directory"), "{err}");
+    assert!(err.contains("/tmp/pyshrink-0"), "names what it tried: {err}");
+    assert!(err.contains("--tmpfs /tmp:exec") && err.contains("PYSHRINK_EXTRACT_DIR"), "{err}");
+    assert!(!stdout(&o).contains("Hello"), "the app must not start");
+}
+
+/// Four first runs at once: all succeed, one extraction, no work dir left.
+#[test]
+fn concurrent_first_runs_share_one_extraction() {
+    let bundle = bundle(&[example("hello/app.py").to_str().unwrap()], &default_python());
+    let root = Root::new(&bundle);
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            root.command(true, &[], &[&format!("run{i}")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        assert_code(&o, 0, &format!("run {i}"));
+        assert!(stdout(&o).contains(&format!("arg: run{i}")));
+    }
+    assert_eq!(root.extractions().len(), 1);
+    let leftovers: Vec<_> = std::fs::read_dir(root.path().join("tmp/pyshrink-0"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".work"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `sys.executable` is a working interpreter in the empty root: subprocess and multiprocessing
+/// spawn work, and no loader or Python variable leaks into children.
+#[test]
+fn sys_executable_works_for_subprocess_and_spawn() {
+    for name in ["pyenv-3.8", "pyenv-3.11", "pyenv-3.13", "debian-3.11"] {
+        let Some(python) = interpreter(name) else { continue };
+        eprintln!("probe with {name}");
+        let bundle = bundle(&[repo().join("tests/fixtures/probe/app.py").to_str().unwrap()], &python);
+        let root = Root::new(&bundle);
+        let o = root.run(&["subprocess"]);
+        assert_code(&o, 0, name);
+        let want_ver = name.rsplit_once('-').unwrap().1;
+        assert_eq!(stdout(&o), format!("{want_ver}\n[]\n"), "{name}");
+        let o = root.run(&["spawn"]);
+        assert_code(&o, 0, name);
+        assert_eq!(stdout(&o), "[1, 4, 9]\n", "{name}");
+        let o = root.run(&["argv0"]);
+        assert_eq!(stdout(&o), "/app\n", "{name}: sys.argv[0] is the path the bundle ran as");
+    }
+}
+
+/// Host PYTHON* variables cannot redirect the bundled interpreter, and stay visible to the app.
+#[test]
+fn host_python_variables_cannot_break_the_bundle() {
+    let bundle = bundle(&[repo().join("tests/fixtures/probe/app.py").to_str().unwrap()], &default_python());
+    let root = Root::new(&bundle);
+    let hostile = [
+        "--setenv", "PYTHONHOME", "/nonexistent",
+        "--setenv", "PYTHONPATH", "/nonexistent",
+        "--setenv", "PYTHONSTARTUP", "/nonexistent",
+        "--setenv", "PYTHONNOUSERSITE", "",
+    ];
+    let o = root.command(true, &hostile, &["env"]).output().unwrap();
+    assert_code(&o, 0, "with hostile PYTHON* variables");
+    let env: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(env["PYTHONHOME"], "/nonexistent", "the environment passes through unchanged");
+    assert!(env.get("LD_LIBRARY_PATH").is_none());
+}
+
+/// Daemon threads alive at exit end through pthread_exit, which aborts without libgcc_s.
+#[test]
+fn daemon_threads_at_exit_do_not_abort() {
+    let bundle = bundle(&[repo().join("tests/fixtures/probe/app.py").to_str().unwrap()], &default_python());
+    let root = Root::new(&bundle);
+    for i in 0..5 {
+        let o = root.run(&["daemon-threads"]);
+        assert_code(&o, 0, &format!("run {i}"));
+        assert!(!stderr(&o).contains("libgcc_s"), "{}", stderr(&o));
+    }
+}
+
+/// `-m module` and a directory with `__main__.py`.
+#[test]
+fn module_and_directory_apps() {
+    let python = default_python();
+    let dir = tempdir();
+    let pkg = dir.path().join("greeter");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("__init__.py"), "NAME = 'greeter'\n").unwrap();
+    std::fs::write(pkg.join("__main__.py"), "import sys\nfrom greeter import NAME\nprint(NAME, sys.argv[1:])\n").unwrap();
+    let tool = dir.path().join("tool");
+    std::fs::create_dir_all(&tool).unwrap();
+    std::fs::write(tool.join("helper.py"), "NAME = 'tool'\n").unwrap();
+    std::fs::write(tool.join("__main__.py"), "import sys\nfrom helper import NAME\nprint(NAME, sys.argv[1:])\n").unwrap();
+    let out = dir.path().join("greeter-bin");
+    let o = pyshrink()
+        .current_dir(dir.path())
+        .args(["bundle", "-q", "--compression-level", "3", "-m", "greeter", "--python"])
+        .arg(&python)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_code(&o, 0, "bundle -m greeter");
+    let o = Root::new(&out).run(&["x"]);
+    assert_code(&o, 0, "-m greeter in empty root");
+    assert_eq!(stdout(&o), "greeter ['x']\n");
+
+    let out2 = dir.path().join("dir-bin");
+    let o = pyshrink()
+        .args(["bundle", "-q", "--compression-level", "3", "--python"])
+        .arg(&python)
+        .arg(&tool)
+        .arg("-o")
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert_code(&o, 0, "bundle a directory");
+    let o = Root::new(&out2).run(&["y"]);
+    assert_code(&o, 0, "directory app in empty root");
+    assert_eq!(stdout(&o), "tool ['y']\n");
+}

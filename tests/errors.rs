@@ -1,0 +1,60 @@
+//! Bad input to `bundle`: one clear error, exit 1, and no output file.
+
+use std::path::Path;
+
+use crate::util::*;
+
+fn bundle_err(args: &[&std::ffi::OsStr], out: &Path) -> String {
+    let o = pyshrink().arg("bundle").arg("-q").args(args).arg("-o").arg(out).output().unwrap();
+    assert_code(&o, 1, &format!("{args:?}"));
+    assert!(!out.exists(), "{args:?}: no output file on failure");
+    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{args:?}: partial files left: {leftovers:?}");
+    stderr(&o)
+}
+
+#[test]
+fn bad_inputs_give_one_clear_error() {
+    let dir = tempdir();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("app");
+    let python = default_python();
+    let py = python.as_os_str();
+
+    let err = bundle_err(&["missing.py".as_ref(), "--python".as_ref(), py], &out);
+    assert!(err.contains("missing.py") && err.contains("cannot be read"), "{err}");
+
+    let bad = dir.path().join("bad.py");
+    std::fs::write(&bad, "print('ok')\n\ndef broken(:\n    pass\n").unwrap();
+    let err = bundle_err(&[bad.as_os_str(), "--python".as_ref(), py], &out);
+    assert!(err.contains(&format!("{}:3", bad.display())), "syntax error as file:line: {err}");
+
+    let hello = example("hello/app.py");
+    for old in ["/root/.pyenv/versions/2.7.18/bin/python2.7", "/root/.pyenv/versions/3.7.16/bin/python3.7"] {
+        if Path::new(old).exists() {
+            let err = bundle_err(&[hello.as_os_str(), "--python".as_ref(), old.as_ref()], &out);
+            assert!(err.contains("CPython 3.8 or newer"), "{old}: {err}");
+        }
+    }
+    let err = bundle_err(&[hello.as_os_str(), "--python".as_ref(), "/bin/true".as_ref()], &out);
+    assert!(err.contains("/bin/true"), "{err}");
+
+    let err = bundle_err(&[hello.as_os_str(), "--python".as_ref(), "/nonexistent/python".as_ref()], &out);
+    assert!(err.contains("/nonexistent/python") && err.contains("does not exist"), "{err}");
+
+    let nowhere = dir.path().join("no-such-dir/app");
+    let o = pyshrink()
+        .args(["bundle", "-q", "--compression-level", "1", "--python"])
+        .arg(&python)
+        .arg(&hello)
+        .arg("-o")
+        .arg(&nowhere)
+        .output()
+        .unwrap();
+    assert_code(&o, 1, "missing output dir");
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    assert!(!nowhere.parent().unwrap().exists());
+}
