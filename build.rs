@@ -17,6 +17,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PYSHRINK_STUB_LINKER");
     println!("cargo:rerun-if-changed=stub/src");
     println!("cargo:rerun-if-changed=stub/Cargo.toml");
+    println!("cargo:rerun-if-changed=Cargo.toml");
     if let Some(prebuilt) = env::var_os("PYSHRINK_STUB") {
         std::fs::copy(&prebuilt, &dest).expect("copy PYSHRINK_STUB");
         return;
@@ -46,10 +47,14 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
+    let musl = which("musl-gcc");
+    if let Some(musl) = &musl {
+        // zstd's C decoder is compiled by zstd-sys with this compiler: musl headers for a musl link.
+        cmd.env("CC_x86_64_unknown_linux_gnu", musl);
+    }
     run(&mut cmd, "build the launcher staticlib");
     let lib = target_dir.join("x86_64-unknown-linux-gnu/stub/libpyshrink_stub.a");
 
-    let musl = which("musl-gcc");
     let linker = env::var("PYSHRINK_STUB_LINKER")
         .ok()
         .or_else(|| musl.clone())

@@ -93,6 +93,17 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
     )?;
     let layout = &plan.layout;
     let mut warnings = Vec::new();
+    if !plan.optional_left_out.is_empty() {
+        let list: Vec<String> = plan
+            .optional_left_out
+            .iter()
+            .map(|m| format!("{} (optional in {})", m.name, m.imported_by.join(", ")))
+            .collect();
+        warnings.push(format!(
+            "left out stdlib modules only optional imports reach: {}; add --include-module NAME to bundle one",
+            list.join("; ")
+        ));
+    }
     if !plan.missing.is_empty() {
         warnings.push(format!(
             "imports not found anywhere (fine if optional): {}",
@@ -162,6 +173,24 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
             fs::write(&file, out)?;
         }
     }
+
+    let inventory = serde_json::json!({
+        "libraries": libs.iter().map(|(name, (path, by))| serde_json::json!({
+            "name": name, "path": path, "needed_by": by,
+        })).chain(std::iter::once(serde_json::json!({
+            "name": loader_name.to_string_lossy(), "path": loader, "needed_by": real,
+        }))).collect::<Vec<_>>(),
+        "modules": plan.modules.iter().map(|m| serde_json::json!({
+            "name": m.name, "origin": m.origin, "imported_by": m.imported_by, "dist": m.dist,
+        })).collect::<Vec<_>>(),
+        "distributions": plan.distributions.iter().map(|d| serde_json::json!({
+            "name": d.name, "version": d.version,
+        })).collect::<Vec<_>>(),
+        "optional_left_out": plan.optional_left_out.iter().map(|m| serde_json::json!({
+            "name": m.name, "imported_by": m.imported_by,
+        })).collect::<Vec<_>>(),
+    });
+    fs::write(stage.join(crate::inspect::INVENTORY), serde_json::to_vec_pretty(&inventory)?)?;
 
     progress.step("compressing");
     let (tar, files) = payload::archive(stage)?;

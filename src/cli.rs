@@ -17,6 +17,10 @@ pub enum Command {
     Bundle(BundleArgs),
     /// Show what is inside a bundle: interpreter, entry point, files by size.
     Inspect(InspectArgs),
+    /// Write a Dockerfile (and what it copies) for a `FROM scratch` image of the app.
+    Dockerfile(DockerfileArgs),
+    /// Write an image archive that `docker load` and `podman load` accept, without a daemon.
+    Image(ImageArgs),
 }
 
 /// What to bundle and with which interpreter: shared by every command that builds a bundle.
@@ -78,4 +82,49 @@ pub struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DockerfileArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
+
+    /// Directory to write the Dockerfile, .dockerignore and the files they copy into.
+    #[arg(short, long, value_name = "DIR", default_value = "docker")]
+    pub output: PathBuf,
+
+    /// A builder stage on python:X.Y-slim that installs the requirements and runs pyshrink,
+    /// then a `FROM scratch` stage, instead of packing a bundle built here.
+    #[arg(long)]
+    pub multi_stage: bool,
+
+    /// Requirements file(s) the builder stage installs (with --multi-stage).
+    #[arg(short = 'r', long = "requirements", value_name = "FILE")]
+    pub requirements: Vec<PathBuf>,
+
+    /// Port the app listens on (EXPOSE); repeatable.
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
+
+    /// Where to write the image archive [default: dist/<name>.tar].
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Image name and tag [default: <name>:<bundle hash prefix>].
+    #[arg(long, value_name = "NAME:TAG")]
+    pub tag: Option<String>,
+
+    /// Port the app listens on (ExposedPorts); repeatable.
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
+
+    /// Environment variable for the image config, KEY=VALUE; repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
 }

@@ -4,6 +4,8 @@
 pub mod bundle;
 pub mod cli;
 pub mod elf;
+pub mod inspect;
+pub mod oci;
 pub mod payload;
 pub mod progress;
 pub mod python;
@@ -21,6 +23,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Bundle(args) => bundle_cmd(&args),
         Command::Inspect(args) => inspect_cmd(&args),
+        Command::Dockerfile(args) => oci::dockerfile_cmd(&args),
+        Command::Image(args) => oci::image_cmd(&args),
     }
 }
 
@@ -64,8 +68,14 @@ fn bundle_cmd(args: &BundleArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect_cmd(_args: &cli::InspectArgs) -> Result<ExitCode> {
-    anyhow::bail!("inspect is not available yet")
+fn inspect_cmd(args: &cli::InspectArgs) -> Result<ExitCode> {
+    let value = inspect::inspect(&args.bundle)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", inspect::render(&value, 25));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints an error chain as `error:` and `Caused by:` lines.

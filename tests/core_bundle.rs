@@ -42,12 +42,11 @@ fn mountains_serves_and_stops_on_sigterm_with_every_interpreter() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let reply = http_get(port, "/", Duration::from_secs(30));
-        let reply = reply.unwrap_or_else(|| {
+        let Some(reply) = http_get(port, "/", Duration::from_secs(30)) else {
             let _ = child.kill();
             let o = child.wait_with_output().unwrap();
             panic!("{name}: no answer on port {port}; stderr: {}", stderr(&o))
-        });
+        };
         assert!(reply.starts_with("HTTP/1.0 200"), "{name}: {reply}");
         let body = reply.split("\r\n\r\n").nth(1).unwrap();
         let list: serde_json::Value = serde_json::from_str(body).unwrap();

@@ -48,6 +48,15 @@ pub struct ModuleUse {
     pub origin: String,
     #[serde(default)]
     pub dist: Option<String>,
+    #[serde(default)]
+    pub imported_by: Vec<String>,
+}
+
+/// A stdlib module left out because only an optional import in the stdlib reached it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LeftOut {
+    pub name: String,
+    pub imported_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +76,7 @@ pub struct Plan {
     /// Staged ELF files (extension modules, vendored libraries), relative to the stage.
     pub elf: Vec<String>,
     pub distributions: Vec<Distribution>,
+    pub optional_left_out: Vec<LeftOut>,
 }
 
 /// The app to analyse.

@@ -74,6 +74,19 @@ PRUNED_TOP = {
 PRUNED_DIRS = {"test", "tests", "idle_test", "__pycache__"}
 # Development tools that stdlib modules import only for self-tests and debugging hooks.
 DEV_ONLY = {"doctest", "unittest", "pdb", "pydoc", "bdb", "trace", "profile", "cProfile", "pstats"}
+# Stdlib modules that exist only when CPython was built with an optional system library, and
+# that the rest of the stdlib treats as optional.
+SOFT_OPTIONAL = {"ssl", "_ssl", "_hashlib", "lzma", "_lzma", "bz2", "_bz2", "readline", "ctypes",
+                 "_ctypes", "_uuid", "sqlite3", "_sqlite3", "curses", "_curses", "dbm", "_dbm",
+                 "_gdbm", "_tkinter"}
+# Optional stdlib imports that are followed all the same: urllib.request without ssl cannot
+# open https URLs, which is what most apps use it for.
+KEEP_OPTIONAL = {"urllib.request": {"ssl"}}
+# Imports that only other platforms satisfy.
+OTHER_PLATFORMS = {"nt", "msvcrt", "winreg", "_winreg", "_winapi", "_overlapped", "winsound",
+                   "_scproxy", "org", "java", "vms_lib", "_frozen_importlib", "os.path",
+                   "_frozen_importlib_external", "_wmi", "_msi", "_dummy_threading", "riscos",
+                   "riscosenviron", "riscospath", "ce", "os2", "MacOS", "macpath", "_emscripten_info"}
 # Test-only extension modules of the stdlib.
 PRUNED_EXT = {"xxlimited", "xxlimited_35", "xxsubtype", "_ctypes_test"}
 
@@ -131,6 +144,8 @@ def make_finder():
 
         def __init__(self, *a, **k):
             self.stdlib = k.pop("stdlib", None)
+            self.sites = k.pop("sites", [])
+            self.soft = {}
             modulefinder.ModuleFinder.__init__(self, *a, **k)
             self.by = {}
 
@@ -140,6 +155,8 @@ def make_finder():
             # development tools only when the app or its packages import them.
             if (caller is not None and name.split(".")[0] in DEV_ONLY and caller.__file__
                     and self.stdlib and under(caller.__file__, self.stdlib)):
+                return None
+            if caller is not None and caller.__name__ in self.soft.get(name, ()):
                 return None
             who = caller.__name__ if caller is not None else "<entry>"
             before = set(self.modules)
@@ -163,17 +180,50 @@ def make_finder():
             if kind != modulefinder._PY_SOURCE or fqname == "__main__":
                 return modulefinder.ModuleFinder.load_module(self, fqname, fp, pathname, file_info)
             import ast
-            source = fp.read()
-            try:
-                tree = ast.parse(source, pathname)
-            except SyntaxError:
-                raise
+            tree = ast.parse(fp.read(), pathname)
             tree.body = [n for n in tree.body if not is_main_guard(n)]
+            if self.stdlib and under(pathname, self.stdlib) and not self.in_site(pathname):
+                self.soften(fqname, tree)
             m = self.add_module(fqname)
             m.__file__ = pathname
             self.scan_code(compile(tree, pathname, "exec"), m)
             self.msgout(2, "load_module ->", m)
             return m
+
+        def in_site(self, path):
+            return any(under(path, s) for s in self.sites)
+
+        def soften(self, fqname, tree):
+            """The stdlib guards the modules that need optional system libraries (OpenSSL, liblzma,
+            libbz2, libffi, readline...) with `try: import X / except ImportError:` and works
+            without them: http.client without ssl, hashlib without _hashlib, shutil without
+            lzma. Those guarded imports are not followed from stdlib code; what the app or its
+            packages import for real still comes, and the rest is reported so
+            `--include-module` can bring it back."""
+            A = ast_mod()
+            for node in A.walk(tree):
+                if not isinstance(node, A.Try) or not any(catches_import_error(h) for h in node.handlers):
+                    continue
+                for stmt in node.body:
+                    for sub in A.walk(stmt):
+                        names = []
+                        if isinstance(sub, A.Import):
+                            names = [a.name for a in sub.names]
+                        elif isinstance(sub, A.ImportFrom) and not sub.level and sub.module:
+                            names = [sub.module]
+                        for n in names:
+                            top = n.split(".")[0]
+                            if top in SOFT_OPTIONAL and top not in KEEP_OPTIONAL.get(fqname, ()):
+                                self.soft.setdefault(n, set()).add(fqname)
+
+    def catches_import_error(handler):
+        A = ast_mod()
+        t = handler.type
+        if t is None:
+            return True
+        names = [e for e in (t.elts if isinstance(t, A.Tuple) else [t])]
+        return any(isinstance(e, A.Name) and e.id in ("ImportError", "ModuleNotFoundError", "Exception")
+                   for e in names)
 
     def is_main_guard(node):
         if not isinstance(node, ast_mod().If):
@@ -252,7 +302,7 @@ def plan(req):
         report["entry"] = {"kind": "module", "name": entry["name"]}
         search = [app_dir]
 
-    finder = Finder(path=search + sys.path, stdlib=stdlib,
+    finder = Finder(path=search + sys.path, stdlib=stdlib, sites=sites,
                     excludes=req.get("exclude", []) + sorted(PRUNED_TOP))
     if entry["kind"] == "module":
         finder.import_hook(entry["name"])
@@ -299,10 +349,13 @@ def plan(req):
     stdlib_file(os.path.join(stdlib, "os.py"))
 
     # The whole encodings package: codecs.lookup() imports any of them by name at run time.
-    enc = os.path.join(stdlib, "encodings")
-    for path in module_files(enc):
-        if path.endswith(".py"):
-            stdlib_file(path)
+    # (followed, so encodings.idna brings stringprep and unicodedata).
+    for f in sorted(os.listdir(os.path.join(stdlib, "encodings"))):
+        if f.endswith(".py") and f != "__init__.py":
+            try:
+                finder.import_hook("encodings." + f[:-3])
+            except ImportError:
+                pass
 
     dists = distributions(sites)
     used_dists = set()
@@ -354,9 +407,17 @@ def plan(req):
             else:
                 emit(path, dest, "elf" if is_elf(path) else "copy")
 
+    # any_missing_maybe() separates real misses from `from pkg import name` of attributes;
+    # modules of other platforms are expected to be missing here.
+    missing, _maybe = finder.any_missing_maybe()
     report["missing"] = sorted(
-        n for n in finder.badmodules
-        if not pruned(n) and n.split(".")[0] not in sys.builtin_module_names)
+        n for n in missing
+        if not pruned(n) and n.split(".")[0] not in sys.builtin_module_names
+        and n.split(".")[0] not in OTHER_PLATFORMS)
+    report["optional_left_out"] = [
+        {"name": n, "imported_by": sorted(by)} for n, by in sorted(finder.soft.items())
+        if n not in finder.modules and not pruned(n) and n.split(".")[0] not in OTHER_PLATFORMS
+        and n.split(".")[0] not in sys.builtin_module_names]
     report["elf"].sort()
     return report
 

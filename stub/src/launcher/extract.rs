@@ -9,8 +9,8 @@ use alloc::collections::BTreeSet;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use ruzstd::decoding::StreamingDecoder;
 use sha2::Digest;
+use zstd_sys as zs;
 
 use super::{die_errno, die_format, sys};
 use crate::{content_hasher, exit, ArchiveReader, EntryKind, FormatError, Source, Trailer};
@@ -53,32 +53,81 @@ impl Section<'_> {
     }
 }
 
-impl ruzstd::io::Read for Section<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ruzstd::io::Error> {
-        self.read_some(buf)
-            .map_err(|_| ruzstd::io::Error::from(ruzstd::io::ErrorKind::Other))
+/// The payload's one zstd frame, decompressed as it is read.
+struct Decoded<'a> {
+    section: Section<'a>,
+    stream: *mut zs::ZSTD_DStream,
+    input: Vec<u8>,
+    pos: usize,
+    len: usize,
+    finished: bool,
+}
+
+/// Largest window a payload may use: bounds the decoder's memory whatever the frame header says
+/// (the bundler writes 2^23).
+const MAX_WINDOW_LOG: i32 = 24;
+
+impl<'a> Decoded<'a> {
+    fn new(section: Section<'a>) -> Decoded<'a> {
+        // SAFETY: creating a decoder context has no preconditions; null is checked below.
+        let stream = unsafe { zs::ZSTD_createDStream() };
+        if stream.is_null() {
+            super::die(exit::IO, &[b"out of memory"]);
+        }
+        // SAFETY: `stream` is a valid context.
+        unsafe {
+            zs::ZSTD_DCtx_setParameter(stream, zs::ZSTD_dParameter::ZSTD_d_windowLogMax, MAX_WINDOW_LOG);
+        }
+        Decoded { section, stream, input: vec![0u8; CHUNK], pos: 0, len: 0, finished: false }
     }
 }
 
-struct Decoded<'a>(StreamingDecoder<Section<'a>, ruzstd::decoding::FrameDecoder>);
+impl Drop for Decoded<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the context was created by ZSTD_createDStream and is freed once.
+        unsafe { zs::ZSTD_freeDStream(self.stream) };
+    }
+}
 
 impl Source for Decoded<'_> {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, FormatError> {
-        ruzstd::io::Read::read(&mut self.0, buf)
-            .map_err(|_| FormatError::Corrupt("payload does not decompress"))
+        const BAD: FormatError = FormatError::Corrupt("payload does not decompress");
+        if self.finished || buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.pos == self.len {
+                self.len = self.section.read_some(&mut self.input).map_err(|_| BAD)?;
+                self.pos = 0;
+                if self.len == 0 {
+                    return Err(FormatError::Corrupt("payload ends inside its zstd frame"));
+                }
+            }
+            let mut input = zs::ZSTD_inBuffer { src: self.input.as_ptr().cast(), size: self.len, pos: self.pos };
+            let mut output = zs::ZSTD_outBuffer { dst: buf.as_mut_ptr().cast(), size: buf.len(), pos: 0 };
+            // SAFETY: both buffers describe live memory of the stated sizes; the context is valid.
+            let ret = unsafe { zs::ZSTD_decompressStream(self.stream, &mut output, &mut input) };
+            // SAFETY: pure function of the return code.
+            if unsafe { zs::ZSTD_isError(ret) } != 0 {
+                return Err(BAD);
+            }
+            self.pos = input.pos;
+            if ret == 0 {
+                self.finished = true;
+            }
+            if output.pos > 0 || self.finished {
+                return Ok(output.pos);
+            }
+        }
     }
 }
 
-fn payload_archive<'a>(fd: &'a sys::Fd, t: &Trailer, exe: &[u8]) -> ArchiveReader<Decoded<'a>> {
-    let section = Section {
+fn payload_archive<'a>(fd: &'a sys::Fd, t: &Trailer) -> ArchiveReader<Decoded<'a>> {
+    ArchiveReader::new(Decoded::new(Section {
         fd,
         offset: t.payload_offset(),
         left: t.payload_len,
-    };
-    match StreamingDecoder::new(section) {
-        Ok(d) => ArchiveReader::new(Decoded(d)),
-        Err(_) => die_format(&FormatError::Corrupt("payload is not a zstd frame"), exe),
-    }
+    }))
 }
 
 /// Checks the content hash of payload and manifest; exits with the corrupt code on mismatch.
@@ -133,7 +182,7 @@ pub fn extract(fd: &sys::Fd, t: &Trailer, root: &[u8], key: &[u8], exe: &[u8], r
     let work_path = sys::join(root, &work);
 
     let mut made: BTreeSet<Vec<u8>> = BTreeSet::new();
-    let mut archive = payload_archive(fd, t, exe);
+    let mut archive = payload_archive(fd, t);
     let mut buf = vec![0u8; CHUNK];
     loop {
         let entry = match archive.next_entry() {
@@ -214,7 +263,7 @@ pub fn tree_matches(fd: &sys::Fd, t: &Trailer, dir: &[u8], exe: &[u8]) -> bool {
     let Ok(dir_fd) = sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) else {
         return false;
     };
-    let mut archive = payload_archive(fd, t, exe);
+    let mut archive = payload_archive(fd, t);
     let (mut want, mut have) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
     let mut files: u64 = 2; // the manifest copy and bin/python3
     loop {

@@ -1,0 +1,149 @@
+//! `pyshrink inspect`: what a bundle holds and where its bytes go.
+//!
+//! The payload is read with the launcher's own archive reader (one format definition), after the
+//! same checks the launcher makes. A single zstd frame cannot say how many compressed bytes each
+//! file takes, so each file's share is estimated by compressing it alone at a fast level and
+//! scaling to the real payload size: good enough to rank files, and labelled as an estimate.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use pyshrink_stub::{ArchiveReader, Entry, EntryKind};
+use serde_json::{json, Value};
+
+use crate::payload;
+
+/// File in the payload that records why each library and module is there.
+pub const INVENTORY: &str = "pyshrink-inventory.json";
+
+pub struct FileInfo {
+    pub path: String,
+    pub size: u64,
+    pub est_compressed: u64,
+}
+
+/// Reads a bundle and describes it as JSON (the text output is rendered from the same value).
+pub fn inspect(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    let parsed = payload::parse(&bytes).map_err(|e| {
+        anyhow::anyhow!("`{}`: {e}\n\nhint: pass a file written by `pyshrink bundle`", path.display())
+    })?;
+    let tar = zstd::stream::decode_all(parsed.payload).context("failed to decompress the payload")?;
+    let mut reader = ArchiveReader::new(tar.as_slice());
+    let mut files = Vec::new();
+    let mut inventory = Value::Null;
+    while let Some(entry) = reader.next_entry().map_err(|e| anyhow::anyhow!("payload archive: {e}"))? {
+        let EntryKind::File { size, .. } = entry.kind else { continue };
+        let mut data = Vec::with_capacity(size as usize);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read_data(&mut buf).map_err(|e| anyhow::anyhow!("payload archive: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+        if entry.path == INVENTORY {
+            inventory = serde_json::from_slice(&data).unwrap_or(Value::Null);
+        }
+        let est = zstd::bulk::compress(&data, 3).map(|c| c.len() as u64).unwrap_or(size);
+        files.push(FileInfo { path: entry.path, size, est_compressed: est });
+    }
+    files.sort_by(|a, b| b.size.cmp(&a.size).then(a.path.cmp(&b.path)));
+    let est_total: u64 = files.iter().map(|f| f.est_compressed).sum::<u64>().max(1);
+    let payload_len = parsed.payload.len() as u64;
+    let m = &parsed.manifest;
+    let entry = match &m.entry {
+        Entry::Script(p) => json!({"kind": "script", "path": p}),
+        Entry::Module(n) => json!({"kind": "module", "name": n}),
+    };
+    let file_list: Vec<Value> = files
+        .iter()
+        .map(|f| {
+            let share = f.est_compressed as f64 / est_total as f64;
+            json!({
+                "path": f.path,
+                "size": f.size,
+                "compressed_estimate": (share * payload_len as f64).round() as u64,
+                "share": (share * 10000.0).round() / 10000.0,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "bundle": path.display().to_string(),
+        "size": bytes.len(),
+        "stub_size": parsed.stub.len(),
+        "payload_size": payload_len,
+        "manifest_size": parsed.trailer.manifest_len,
+        "content_sha256": parsed.trailer.content_sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "python": m.python,
+        "entry": entry,
+        "unpacked_size": files.iter().map(|f| f.size).sum::<u64>(),
+        "files": file_list,
+        "libraries": inventory.get("libraries").cloned().unwrap_or(json!([])),
+        "modules": inventory.get("modules").cloned().unwrap_or(json!([])),
+        "distributions": inventory.get("distributions").cloned().unwrap_or(json!([])),
+        "optional_left_out": inventory.get("optional_left_out").cloned().unwrap_or(json!([])),
+    }))
+}
+
+fn mb(n: u64) -> String {
+    if n >= 1_000_000 {
+        format!("{:.2} MB", n as f64 / 1e6)
+    } else {
+        format!("{:.1} KB", n as f64 / 1e3)
+    }
+}
+
+/// The human-readable form of [`inspect`]'s value.
+pub fn render(v: &Value, top: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "{}: {} (stub {}, payload {}, manifest {} B)",
+        v["bundle"].as_str().unwrap_or(""),
+        mb(n("size")),
+        mb(n("stub_size")),
+        mb(n("payload_size")),
+        n("manifest_size")
+    );
+    let entry = &v["entry"];
+    let entry = entry["path"].as_str().or(entry["name"].as_str()).unwrap_or("");
+    let _ = writeln!(out, "python {}, entry {}, sha256 {}", v["python"].as_str().unwrap_or(""), entry, v["content_sha256"].as_str().unwrap_or(""));
+    let files = v["files"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "\n{} files, {} unpacked; biggest first (compressed share estimated):", files.len(), mb(n("unpacked_size")));
+    for f in files.iter().take(top) {
+        let _ = writeln!(
+            out,
+            "  {:>10}  {:>10}  {:>5.1}%  {}",
+            mb(f["size"].as_u64().unwrap_or(0)),
+            mb(f["compressed_estimate"].as_u64().unwrap_or(0)),
+            f["share"].as_f64().unwrap_or(0.0) * 100.0,
+            f["path"].as_str().unwrap_or("")
+        );
+    }
+    if files.len() > top {
+        let _ = writeln!(out, "  … {} more (--json lists all)", files.len() - top);
+    }
+    let libs = v["libraries"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "\n{} libraries:", libs.len());
+    for l in &libs {
+        let _ = writeln!(out, "  {:<28} needed by {}", l["name"].as_str().unwrap_or(""), l["needed_by"].as_str().unwrap_or(""));
+    }
+    let mods = v["modules"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "\n{} modules (name, origin, imported by):", mods.len());
+    for m in &mods {
+        let by: Vec<&str> = m["imported_by"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default();
+        let _ = writeln!(out, "  {:<40} {:<7} {}", m["name"].as_str().unwrap_or(""), m["origin"].as_str().unwrap_or(""), by.join(", "));
+    }
+    let dists = v["distributions"].as_array().cloned().unwrap_or_default();
+    if !dists.is_empty() {
+        let _ = writeln!(out, "\n{} distributions:", dists.len());
+        for d in &dists {
+            let _ = writeln!(out, "  {} {}", d["name"].as_str().unwrap_or(""), d["version"].as_str().unwrap_or(""));
+        }
+    }
+    out
+}
