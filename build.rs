@@ -27,7 +27,14 @@ fn main() {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&manifest_dir)
-        .args(["rustc", "-p", "pyshrink-stub", "--lib", "--crate-type", "staticlib"])
+        .args([
+            "rustc",
+            "-p",
+            "pyshrink-stub",
+            "--lib",
+            "--crate-type",
+            "staticlib",
+        ])
         .args(["--features", "launcher", "--profile", "stub"])
         .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
         .arg(&target_dir)
@@ -79,7 +86,10 @@ fn run(cmd: &mut Command, what: &str) {
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("failed to {what}: {cmd:?}: {e}"));
-    assert!(status.success(), "failed to {what}: {cmd:?} exited with {status}");
+    assert!(
+        status.success(),
+        "failed to {what}: {cmd:?} exited with {status}"
+    );
 }
 
 fn which(name: &str) -> Option<String> {

@@ -46,7 +46,10 @@ pub fn app_entry(args: &AppArgs) -> Result<(AppEntry, String)> {
         let name = m.rsplit('.').next().unwrap_or(m).to_string();
         return Ok((AppEntry::Module(m.clone()), name));
     }
-    let path = args.app.as_ref().context("no app given\n\nhint: pass a script, a directory, or -m MODULE")?;
+    let path = args
+        .app
+        .as_ref()
+        .context("no app given\n\nhint: pass a script, a directory, or -m MODULE")?;
     let meta = fs::metadata(path).map_err(|e| {
         anyhow::anyhow!("app `{}` cannot be read: {e}\n\nhint: pass the path of a script or of a directory with __main__.py", path.display())
     })?;
@@ -56,9 +59,13 @@ pub fn app_entry(args: &AppArgs) -> Result<(AppEntry, String)> {
         .unwrap_or_else(|| "app".into());
     if meta.is_dir() {
         if !path.join("__main__.py").is_file() {
-            bail!("directory `{}` has no __main__.py\n\nhint: add one, or pass the script to run", path.display());
+            bail!(
+                "directory `{}` has no __main__.py\n\nhint: add one, or pass the script to run",
+                path.display()
+            );
         }
-        fs::read_dir(path).with_context(|| format!("directory `{}` cannot be read", path.display()))?;
+        fs::read_dir(path)
+            .with_context(|| format!("directory `{}` cannot be read", path.display()))?;
         let name = path
             .canonicalize()
             .ok()
@@ -92,7 +99,7 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
         },
     )?;
     let layout = &plan.layout;
-    let mut warnings = Vec::new();
+    let mut warnings = plan.warnings.clone();
     if !plan.optional_left_out.is_empty() {
         let list: Vec<String> = plan
             .optional_left_out
@@ -115,24 +122,36 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
     let mut resolver = Resolver::new()?;
     let real = &layout.real_executable;
     let closure = resolver.closure_of(real).with_context(|| {
-        format!("failed to resolve the libraries of interpreter `{}`", real.display())
+        format!(
+            "failed to resolve the libraries of interpreter `{}`",
+            real.display()
+        )
     })?;
     let mut libs: BTreeMap<String, (PathBuf, PathBuf)> = BTreeMap::new();
+    // `needed_by` is shown by `inspect`: staged files are named by their place in the bundle,
+    // so the temporary stage path never reaches the output (which must be reproducible).
     let add = |c: &elf::Closure, libs: &mut BTreeMap<String, (PathBuf, PathBuf)>| {
         for l in &c.libraries {
-            libs.entry(l.name.clone()).or_insert((l.path.clone(), l.needed_by.clone()));
+            let by = l
+                .needed_by
+                .strip_prefix(stage)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| l.needed_by.clone());
+            libs.entry(l.name.clone()).or_insert((l.path.clone(), by));
         }
     };
     add(&closure, &mut libs);
     let stdlib_prefix = format!("lib/{}/", layout.stdlib_name());
     for rel in &plan.elf {
         let file = stage.join(rel);
-        let optional_stdlib = rel.starts_with(&stdlib_prefix) && !rel[stdlib_prefix.len()..].starts_with("site-packages/");
+        let optional_stdlib = rel.starts_with(&stdlib_prefix)
+            && !rel[stdlib_prefix.len()..].starts_with("site-packages/");
         match resolver.closure_of(&file) {
             Ok(c) => add(&c, &mut libs),
             Err(e) if optional_stdlib && e.downcast_ref::<elf::ElfError>().is_some() => {
                 warnings.push(format!("left out stdlib module `{rel}`: {e}"));
-                fs::remove_file(&file).with_context(|| format!("failed to remove `{}`", file.display()))?;
+                fs::remove_file(&file)
+                    .with_context(|| format!("failed to remove `{}`", file.display()))?;
             }
             Err(e) => {
                 let shown = original_path(rel, layout);
@@ -148,7 +167,11 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
     progress.step("copying the interpreter and libraries");
     let lib_dir = stage.join(LIBRARY_PATH);
     fs::create_dir_all(&lib_dir)?;
-    let in_place: Vec<PathBuf> = layout.site_packages.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let in_place: Vec<PathBuf> = layout
+        .site_packages
+        .iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
     let mut copied = 0;
     for (name, (path, _)) in &libs {
         // Libraries a wheel vendors next to itself are staged in place and found through their
@@ -169,7 +192,8 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
         let file = stage.join(rel);
         if file.exists() {
             let bytes = fs::read(&file)?;
-            let out = elf::prepare_for_bundle(&bytes).with_context(|| format!("failed to prepare `{rel}`"))?;
+            let out = elf::prepare_for_bundle(&bytes)
+                .with_context(|| format!("failed to prepare `{rel}`"))?;
             fs::write(&file, out)?;
         }
     }
@@ -190,7 +214,10 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
             "name": m.name, "imported_by": m.imported_by,
         })).collect::<Vec<_>>(),
     });
-    fs::write(stage.join(crate::inspect::INVENTORY), serde_json::to_vec_pretty(&inventory)?)?;
+    fs::write(
+        stage.join(crate::inspect::INVENTORY),
+        serde_json::to_vec_pretty(&inventory)?,
+    )?;
 
     progress.step("compressing");
     let (tar, files) = payload::archive(stage)?;
@@ -210,7 +237,10 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
             ("files".into(), files.to_string()),
             ("libraries".into(), (copied + 1).to_string()),
             ("unpacked_size".into(), tar.len().to_string()),
-            ("created_by".into(), format!("pyshrink {}", env!("CARGO_PKG_VERSION"))),
+            (
+                "created_by".into(),
+                format!("pyshrink {}", env!("CARGO_PKG_VERSION")),
+            ),
         ],
     };
     let bytes = payload::assemble(&stub, &compressed, &manifest);
@@ -228,7 +258,8 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
 /// Copies an ELF file, stripped and without build-machine run paths.
 fn copy_elf(from: &Path, to: &Path) -> Result<()> {
     let bytes = fs::read(from).with_context(|| format!("failed to read `{}`", from.display()))?;
-    let out = elf::prepare_for_bundle(&bytes).with_context(|| format!("failed to prepare `{}`", from.display()))?;
+    let out = elf::prepare_for_bundle(&bytes)
+        .with_context(|| format!("failed to prepare `{}`", from.display()))?;
     fs::write(to, out).with_context(|| format!("failed to write `{}`", to.display()))
 }
 

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "pyshrink", version, about = "Bundle a Python app into one static executable that runs FROM scratch")]
+#[command(
+    name = "pyshrink",
+    version,
+    about = "Bundle a Python app into one static executable that runs FROM scratch"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -27,7 +31,11 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct AppArgs {
     /// The app: a script, or a directory with `__main__.py`.
-    #[arg(value_name = "APP", required_unless_present = "module", conflicts_with = "module")]
+    #[arg(
+        value_name = "APP",
+        required_unless_present = "module",
+        conflicts_with = "module"
+    )]
     pub app: Option<PathBuf>,
 
     /// Run a module as `python -m MODULE` (found from the current directory and site-packages).

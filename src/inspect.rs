@@ -24,20 +24,32 @@ pub struct FileInfo {
 
 /// Reads a bundle and describes it as JSON (the text output is rendered from the same value).
 pub fn inspect(path: &Path) -> Result<Value> {
-    let bytes = std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
     let parsed = payload::parse(&bytes).map_err(|e| {
-        anyhow::anyhow!("`{}`: {e}\n\nhint: pass a file written by `pyshrink bundle`", path.display())
+        anyhow::anyhow!(
+            "`{}`: {e}\n\nhint: pass a file written by `pyshrink bundle`",
+            path.display()
+        )
     })?;
-    let tar = zstd::stream::decode_all(parsed.payload).context("failed to decompress the payload")?;
+    let tar =
+        zstd::stream::decode_all(parsed.payload).context("failed to decompress the payload")?;
     let mut reader = ArchiveReader::new(tar.as_slice());
     let mut files = Vec::new();
     let mut inventory = Value::Null;
-    while let Some(entry) = reader.next_entry().map_err(|e| anyhow::anyhow!("payload archive: {e}"))? {
-        let EntryKind::File { size, .. } = entry.kind else { continue };
+    while let Some(entry) = reader
+        .next_entry()
+        .map_err(|e| anyhow::anyhow!("payload archive: {e}"))?
+    {
+        let EntryKind::File { size, .. } = entry.kind else {
+            continue;
+        };
         let mut data = Vec::with_capacity(size as usize);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = reader.read_data(&mut buf).map_err(|e| anyhow::anyhow!("payload archive: {e}"))?;
+            let n = reader
+                .read_data(&mut buf)
+                .map_err(|e| anyhow::anyhow!("payload archive: {e}"))?;
             if n == 0 {
                 break;
             }
@@ -46,8 +58,14 @@ pub fn inspect(path: &Path) -> Result<Value> {
         if entry.path == INVENTORY {
             inventory = serde_json::from_slice(&data).unwrap_or(Value::Null);
         }
-        let est = zstd::bulk::compress(&data, 3).map(|c| c.len() as u64).unwrap_or(size);
-        files.push(FileInfo { path: entry.path, size, est_compressed: est });
+        let est = zstd::bulk::compress(&data, 3)
+            .map(|c| c.len() as u64)
+            .unwrap_or(size);
+        files.push(FileInfo {
+            path: entry.path,
+            size,
+            est_compressed: est,
+        });
     }
     files.sort_by(|a, b| b.size.cmp(&a.size).then(a.path.cmp(&b.path)));
     let est_total: u64 = files.iter().map(|f| f.est_compressed).sum::<u64>().max(1);
@@ -110,10 +128,24 @@ pub fn render(v: &Value, top: usize) -> String {
         n("manifest_size")
     );
     let entry = &v["entry"];
-    let entry = entry["path"].as_str().or(entry["name"].as_str()).unwrap_or("");
-    let _ = writeln!(out, "python {}, entry {}, sha256 {}", v["python"].as_str().unwrap_or(""), entry, v["content_sha256"].as_str().unwrap_or(""));
+    let entry = entry["path"]
+        .as_str()
+        .or(entry["name"].as_str())
+        .unwrap_or("");
+    let _ = writeln!(
+        out,
+        "python {}, entry {}, sha256 {}",
+        v["python"].as_str().unwrap_or(""),
+        entry,
+        v["content_sha256"].as_str().unwrap_or("")
+    );
     let files = v["files"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(out, "\n{} files, {} unpacked; biggest first (compressed share estimated):", files.len(), mb(n("unpacked_size")));
+    let _ = writeln!(
+        out,
+        "\n{} files, {} unpacked; biggest first (compressed share estimated):",
+        files.len(),
+        mb(n("unpacked_size"))
+    );
     for f in files.iter().take(top) {
         let _ = writeln!(
             out,
@@ -130,19 +162,38 @@ pub fn render(v: &Value, top: usize) -> String {
     let libs = v["libraries"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "\n{} libraries:", libs.len());
     for l in &libs {
-        let _ = writeln!(out, "  {:<28} needed by {}", l["name"].as_str().unwrap_or(""), l["needed_by"].as_str().unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "  {:<28} needed by {}",
+            l["name"].as_str().unwrap_or(""),
+            l["needed_by"].as_str().unwrap_or("")
+        );
     }
     let mods = v["modules"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "\n{} modules (name, origin, imported by):", mods.len());
     for m in &mods {
-        let by: Vec<&str> = m["imported_by"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default();
-        let _ = writeln!(out, "  {:<40} {:<7} {}", m["name"].as_str().unwrap_or(""), m["origin"].as_str().unwrap_or(""), by.join(", "));
+        let by: Vec<&str> = m["imported_by"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<40} {:<7} {}",
+            m["name"].as_str().unwrap_or(""),
+            m["origin"].as_str().unwrap_or(""),
+            by.join(", ")
+        );
     }
     let dists = v["distributions"].as_array().cloned().unwrap_or_default();
     if !dists.is_empty() {
         let _ = writeln!(out, "\n{} distributions:", dists.len());
         for d in &dists {
-            let _ = writeln!(out, "  {} {}", d["name"].as_str().unwrap_or(""), d["version"].as_str().unwrap_or(""));
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                d["name"].as_str().unwrap_or(""),
+                d["version"].as_str().unwrap_or("")
+            );
         }
     }
     out

@@ -47,7 +47,8 @@ fn bundle_cmd(args: &BundleArgs) -> Result<ExitCode> {
         Some(p) => p.clone(),
         None => {
             let dir = PathBuf::from("dist");
-            std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("failed to create `dist`: {e}"))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("failed to create `dist`: {e}"))?;
             dir.join(&built.name)
         }
     };

@@ -22,7 +22,10 @@ pub fn archive(stage: &Path) -> Result<(Vec<u8>, usize)> {
     let mut count = 0;
     for entry in walkdir::WalkDir::new(stage).sort_by_file_name() {
         let entry = entry.with_context(|| format!("failed to walk `{}`", stage.display()))?;
-        let rel = entry.path().strip_prefix(stage).expect("walkdir stays under its root");
+        let rel = entry
+            .path()
+            .strip_prefix(stage)
+            .expect("walkdir stays under its root");
         if entry.file_type().is_dir() {
             // Directories are created as files need them; only empty ones need an entry
             // (lib-dynload is CPython's exec_prefix landmark even when no module is in it).
@@ -45,8 +48,10 @@ pub fn archive(stage: &Path) -> Result<(Vec<u8>, usize)> {
             .with_context(|| format!("path `{}` is not UTF-8; rename it", rel.display()))?;
         pyshrink_stub::check_path(rel_str)
             .map_err(|e| anyhow::anyhow!("refusing to bundle `{rel_str}`: {e}"))?;
-        let data = fs::read(entry.path()).with_context(|| format!("failed to read `{}`", entry.path().display()))?;
-        let exec = entry.metadata()?.permissions().mode() & 0o111 != 0 || data.starts_with(b"\x7fELF");
+        let data = fs::read(entry.path())
+            .with_context(|| format!("failed to read `{}`", entry.path().display()))?;
+        let exec =
+            entry.metadata()?.permissions().mode() & 0o111 != 0 || data.starts_with(b"\x7fELF");
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(data.len() as u64);
@@ -59,7 +64,12 @@ pub fn archive(stage: &Path) -> Result<(Vec<u8>, usize)> {
             .with_context(|| format!("failed to archive `{rel_str}`"))?;
         count += 1;
     }
-    Ok((builder.into_inner().context("failed to finish the archive")?, count))
+    Ok((
+        builder
+            .into_inner()
+            .context("failed to finish the archive")?,
+        count,
+    ))
 }
 
 /// One zstd frame with the content size and checksum recorded.
@@ -117,8 +127,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))
         .context("failed to set the output mode")?;
-    tmp.persist(path)
-        .with_context(|| format!("failed to move the output into place at `{}`", path.display()))?;
+    tmp.persist(path).with_context(|| {
+        format!(
+            "failed to move the output into place at `{}`",
+            path.display()
+        )
+    })?;
     Ok(())
 }
 

@@ -9,7 +9,9 @@ static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pyshrink-stub
 /// The launcher bytes to put at the front of a bundle.
 pub fn load(over: Option<&Path>) -> Result<Vec<u8>> {
     match over {
-        Some(path) => std::fs::read(path).with_context(|| format!("failed to read stub `{}`", path.display())),
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("failed to read stub `{}`", path.display()))
+        }
         None => Ok(EMBEDDED.to_vec()),
     }
 }

@@ -22,7 +22,11 @@ fn hello_runs_in_empty_root_with_every_interpreter() {
         );
         let o = root.run_stdin(&["-"], b"first line\nsecond\n");
         assert_code(&o, 0, name);
-        assert!(stdout(&o).ends_with("stdin: 2 lines\nFIRST LINE\nSECOND\n"), "{name}: {}", stdout(&o));
+        assert!(
+            stdout(&o).ends_with("stdin: 2 lines\nFIRST LINE\nSECOND\n"),
+            "{name}: {}",
+            stdout(&o)
+        );
         assert_eq!(root.extractions().len(), 1, "{name}: one extraction reused");
     }
 }
@@ -65,17 +69,31 @@ fn mountains_serves_and_stops_on_sigterm_with_every_interpreter() {
 /// writable at all: a clear error naming the fix.
 #[test]
 fn runs_read_only_and_non_root_and_fails_clearly_with_nothing_writable() {
-    let bundle = bundle(&[example("hello/app.py").to_str().unwrap()], &default_python());
+    let bundle = bundle(
+        &[example("hello/app.py").to_str().unwrap()],
+        &default_python(),
+    );
     let root = Root::new(&bundle);
+    std::fs::create_dir(root.path().join("tmp")).unwrap();
 
-    let o = root.command(false, &["--tmpfs", "/tmp"], &["ro"]).output().unwrap();
+    let o = root
+        .command(false, &["--tmpfs", "/tmp"], &["ro"])
+        .output()
+        .unwrap();
     assert_code(&o, 0, "read-only root with tmpfs /tmp");
     assert!(stdout(&o).contains("arg: ro"));
 
-    std::fs::create_dir(root.path().join("tmp")).unwrap();
-    std::fs::set_permissions(root.path().join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(
+        root.path().join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
     let o = root
-        .command(true, &["--unshare-user", "--uid", "65532", "--gid", "65532"], &["nonroot"])
+        .command(
+            true,
+            &["--unshare-user", "--uid", "65532", "--gid", "65532"],
+            &["nonroot"],
+        )
         .output()
         .unwrap();
     assert_code(&o, 0, "uid 65532 with writable /tmp");
@@ -87,15 +105,24 @@ fn runs_read_only_and_non_root_and_fails_clearly_with_nothing_writable() {
     assert_code(&o, pyshrink_stub::exit::NO_EXTRACT_DIR, "nothing writable");
     let err = stderr(&o);
     assert!(err.contains("no usable directory"), "{err}");
-    assert!(err.contains("/tmp/pyshrink-0"), "names what it tried: {err}");
-    assert!(err.contains("--tmpfs /tmp:exec") && err.contains("PYSHRINK_EXTRACT_DIR"), "{err}");
+    assert!(
+        err.contains("/tmp/pyshrink-0"),
+        "names what it tried: {err}"
+    );
+    assert!(
+        err.contains("--tmpfs /tmp:exec") && err.contains("PYSHRINK_EXTRACT_DIR"),
+        "{err}"
+    );
     assert!(!stdout(&o).contains("Hello"), "the app must not start");
 }
 
 /// Four first runs at once: all succeed, one extraction, no work dir left.
 #[test]
 fn concurrent_first_runs_share_one_extraction() {
-    let bundle = bundle(&[example("hello/app.py").to_str().unwrap()], &default_python());
+    let bundle = bundle(
+        &[example("hello/app.py").to_str().unwrap()],
+        &default_python(),
+    );
     let root = Root::new(&bundle);
     let children: Vec<_> = (0..4)
         .map(|i| {
@@ -126,9 +153,14 @@ fn concurrent_first_runs_share_one_extraction() {
 #[test]
 fn sys_executable_works_for_subprocess_and_spawn() {
     for name in ["pyenv-3.8", "pyenv-3.11", "pyenv-3.13", "debian-3.11"] {
-        let Some(python) = interpreter(name) else { continue };
+        let Some(python) = interpreter(name) else {
+            continue;
+        };
         eprintln!("probe with {name}");
-        let bundle = bundle(&[repo().join("tests/fixtures/probe/app.py").to_str().unwrap()], &python);
+        let bundle = bundle(
+            &[repo().join("tests/fixtures/probe/app.py").to_str().unwrap()],
+            &python,
+        );
         let root = Root::new(&bundle);
         let o = root.run(&["subprocess"]);
         assert_code(&o, 0, name);
@@ -138,32 +170,53 @@ fn sys_executable_works_for_subprocess_and_spawn() {
         assert_code(&o, 0, name);
         assert_eq!(stdout(&o), "[1, 4, 9]\n", "{name}");
         let o = root.run(&["argv0"]);
-        assert_eq!(stdout(&o), "/app\n", "{name}: sys.argv[0] is the path the bundle ran as");
+        assert_eq!(
+            stdout(&o),
+            "/app\n",
+            "{name}: sys.argv[0] is the path the bundle ran as"
+        );
     }
 }
 
 /// Host PYTHON* variables cannot redirect the bundled interpreter, and stay visible to the app.
 #[test]
 fn host_python_variables_cannot_break_the_bundle() {
-    let bundle = bundle(&[repo().join("tests/fixtures/probe/app.py").to_str().unwrap()], &default_python());
+    let bundle = bundle(
+        &[repo().join("tests/fixtures/probe/app.py").to_str().unwrap()],
+        &default_python(),
+    );
     let root = Root::new(&bundle);
     let hostile = [
-        "--setenv", "PYTHONHOME", "/nonexistent",
-        "--setenv", "PYTHONPATH", "/nonexistent",
-        "--setenv", "PYTHONSTARTUP", "/nonexistent",
-        "--setenv", "PYTHONNOUSERSITE", "",
+        "--setenv",
+        "PYTHONHOME",
+        "/nonexistent",
+        "--setenv",
+        "PYTHONPATH",
+        "/nonexistent",
+        "--setenv",
+        "PYTHONSTARTUP",
+        "/nonexistent",
+        "--setenv",
+        "PYTHONNOUSERSITE",
+        "",
     ];
     let o = root.command(true, &hostile, &["env"]).output().unwrap();
     assert_code(&o, 0, "with hostile PYTHON* variables");
     let env: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    assert_eq!(env["PYTHONHOME"], "/nonexistent", "the environment passes through unchanged");
+    assert_eq!(
+        env["PYTHONHOME"], "/nonexistent",
+        "the environment passes through unchanged"
+    );
     assert!(env.get("LD_LIBRARY_PATH").is_none());
 }
 
 /// Daemon threads alive at exit end through pthread_exit, which aborts without libgcc_s.
 #[test]
 fn daemon_threads_at_exit_do_not_abort() {
-    let bundle = bundle(&[repo().join("tests/fixtures/probe/app.py").to_str().unwrap()], &default_python());
+    let bundle = bundle(
+        &[repo().join("tests/fixtures/probe/app.py").to_str().unwrap()],
+        &default_python(),
+    );
     let root = Root::new(&bundle);
     for i in 0..5 {
         let o = root.run(&["daemon-threads"]);
@@ -180,15 +233,31 @@ fn module_and_directory_apps() {
     let pkg = dir.path().join("greeter");
     std::fs::create_dir_all(&pkg).unwrap();
     std::fs::write(pkg.join("__init__.py"), "NAME = 'greeter'\n").unwrap();
-    std::fs::write(pkg.join("__main__.py"), "import sys\nfrom greeter import NAME\nprint(NAME, sys.argv[1:])\n").unwrap();
+    std::fs::write(
+        pkg.join("__main__.py"),
+        "import sys\nfrom greeter import NAME\nprint(NAME, sys.argv[1:])\n",
+    )
+    .unwrap();
     let tool = dir.path().join("tool");
     std::fs::create_dir_all(&tool).unwrap();
     std::fs::write(tool.join("helper.py"), "NAME = 'tool'\n").unwrap();
-    std::fs::write(tool.join("__main__.py"), "import sys\nfrom helper import NAME\nprint(NAME, sys.argv[1:])\n").unwrap();
+    std::fs::write(
+        tool.join("__main__.py"),
+        "import sys\nfrom helper import NAME\nprint(NAME, sys.argv[1:])\n",
+    )
+    .unwrap();
     let out = dir.path().join("greeter-bin");
     let o = pyshrink()
         .current_dir(dir.path())
-        .args(["bundle", "-q", "--compression-level", "3", "-m", "greeter", "--python"])
+        .args([
+            "bundle",
+            "-q",
+            "--compression-level",
+            "3",
+            "-m",
+            "greeter",
+            "--python",
+        ])
         .arg(&python)
         .arg("-o")
         .arg(&out)

@@ -5,13 +5,23 @@ use std::path::Path;
 use crate::util::*;
 
 fn bundle_err(args: &[&std::ffi::OsStr], out: &Path) -> String {
-    let o = pyshrink().arg("bundle").arg("-q").args(args).arg("-o").arg(out).output().unwrap();
+    let o = pyshrink()
+        .arg("bundle")
+        .arg("-q")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
     assert_code(&o, 1, &format!("{args:?}"));
     assert!(!out.exists(), "{args:?}: no output file on failure");
     let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert!(leftovers.is_empty(), "{args:?}: partial files left: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "{args:?}: partial files left: {leftovers:?}"
+    );
     stderr(&o)
 }
 
@@ -25,25 +35,50 @@ fn bad_inputs_give_one_clear_error() {
     let py = python.as_os_str();
 
     let err = bundle_err(&["missing.py".as_ref(), "--python".as_ref(), py], &out);
-    assert!(err.contains("missing.py") && err.contains("cannot be read"), "{err}");
+    assert!(
+        err.contains("missing.py") && err.contains("cannot be read"),
+        "{err}"
+    );
 
     let bad = dir.path().join("bad.py");
     std::fs::write(&bad, "print('ok')\n\ndef broken(:\n    pass\n").unwrap();
     let err = bundle_err(&[bad.as_os_str(), "--python".as_ref(), py], &out);
-    assert!(err.contains(&format!("{}:3", bad.display())), "syntax error as file:line: {err}");
+    assert!(
+        err.contains(&format!("{}:3", bad.display())),
+        "syntax error as file:line: {err}"
+    );
 
     let hello = example("hello/app.py");
-    for old in ["/root/.pyenv/versions/2.7.18/bin/python2.7", "/root/.pyenv/versions/3.7.16/bin/python3.7"] {
+    for old in [
+        "/root/.pyenv/versions/2.7.18/bin/python2.7",
+        "/root/.pyenv/versions/3.7.16/bin/python3.7",
+    ] {
         if Path::new(old).exists() {
-            let err = bundle_err(&[hello.as_os_str(), "--python".as_ref(), old.as_ref()], &out);
+            let err = bundle_err(
+                &[hello.as_os_str(), "--python".as_ref(), old.as_ref()],
+                &out,
+            );
             assert!(err.contains("CPython 3.8 or newer"), "{old}: {err}");
         }
     }
-    let err = bundle_err(&[hello.as_os_str(), "--python".as_ref(), "/bin/true".as_ref()], &out);
+    let err = bundle_err(
+        &[hello.as_os_str(), "--python".as_ref(), "/bin/true".as_ref()],
+        &out,
+    );
     assert!(err.contains("/bin/true"), "{err}");
 
-    let err = bundle_err(&[hello.as_os_str(), "--python".as_ref(), "/nonexistent/python".as_ref()], &out);
-    assert!(err.contains("/nonexistent/python") && err.contains("does not exist"), "{err}");
+    let err = bundle_err(
+        &[
+            hello.as_os_str(),
+            "--python".as_ref(),
+            "/nonexistent/python".as_ref(),
+        ],
+        &out,
+    );
+    assert!(
+        err.contains("/nonexistent/python") && err.contains("does not exist"),
+        "{err}"
+    );
 
     let nowhere = dir.path().join("no-such-dir/app");
     let o = pyshrink()

@@ -25,7 +25,10 @@ pub fn scratch_dir() -> PathBuf {
 }
 
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("t").tempdir_in(scratch_dir()).unwrap()
+    tempfile::Builder::new()
+        .prefix("t")
+        .tempdir_in(scratch_dir())
+        .unwrap()
 }
 
 /// Every interpreter the bundle must work with that is present here: pyenv CPython 3.8-3.13,
@@ -41,7 +44,12 @@ pub fn interpreters() -> &'static [(String, PathBuf)] {
                 .flatten()
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("3.{minor}.")))
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with(&format!("3.{minor}."))
+                })
                 .collect();
             versions.sort();
             if let Some(v) = versions.last() {
@@ -80,7 +88,10 @@ pub fn interpreters() -> &'static [(String, PathBuf)] {
 }
 
 pub fn interpreter(name: &str) -> Option<PathBuf> {
-    interpreters().iter().find(|(n, _)| n == name).map(|(_, p)| p.clone())
+    interpreters()
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, p)| p.clone())
 }
 
 /// The interpreter most tests use: pyenv 3.11 if present, else Debian's.
@@ -92,7 +103,9 @@ pub fn default_python() -> PathBuf {
 
 /// Bundles `app` (a path, or `-m NAME`) with `python`, once per test run for the same inputs.
 pub fn bundle(app: &[&str], python: &Path) -> PathBuf {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Mutex<Option<PathBuf>>>>>> = OnceLock::new();
+    /// One slot per bundle, so concurrent tests wait for the same build instead of repeating it.
+    type Slots = Mutex<HashMap<String, Arc<Mutex<Option<PathBuf>>>>>;
+    static CACHE: OnceLock<Slots> = OnceLock::new();
     let key = format!("{app:?} {}", python.display());
     let slot = CACHE
         .get_or_init(Default::default)
@@ -107,7 +120,10 @@ pub fn bundle(app: &[&str], python: &Path) -> PathBuf {
     }
     let out_dir = scratch_dir().join("bundles");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let name: String = key.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let name: String = key
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     let out = out_dir.join(&name[name.len().saturating_sub(120)..]);
     let res = pyshrink()
         .arg("bundle")
@@ -135,7 +151,10 @@ pub struct Root {
 impl Root {
     pub fn new(bundle: &Path) -> Root {
         let dir = tempdir();
-        std::fs::copy(bundle, dir.path().join("app")).unwrap();
+        let app = dir.path().join("app");
+        std::fs::copy(bundle, &app).unwrap();
+        std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         for d in ["proc", "dev"] {
             std::fs::create_dir(dir.path().join(d)).unwrap();
         }
@@ -153,7 +172,14 @@ impl Root {
         cmd.arg(if writable_root { "--bind" } else { "--ro-bind" })
             .arg(self.path())
             .arg("/")
-            .args(["--proc", "/proc", "--dev", "/dev", "--unshare-pid", "--die-with-parent"])
+            .args([
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--unshare-pid",
+                "--die-with-parent",
+            ])
             .args(["--clearenv", "--setenv", "PATH", "/"])
             .args(extra)
             .arg("/app")
@@ -217,7 +243,11 @@ pub fn assert_code(o: &Output, code: i32, what: &str) {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// GETs `path` from loopback:`port`, retrying until `deadline`.
@@ -241,7 +271,8 @@ pub fn http_get(port: u16, path: &str, deadline: std::time::Duration) -> Option<
 pub fn deepest_descendant(pid: i32) -> i32 {
     let mut pid = pid;
     loop {
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         match children.split_whitespace().next() {
             Some(c) => pid = c.parse().unwrap(),
             None => return pid,

@@ -77,6 +77,7 @@ pub struct Plan {
     pub elf: Vec<String>,
     pub distributions: Vec<Distribution>,
     pub optional_left_out: Vec<LeftOut>,
+    pub warnings: Vec<String>,
 }
 
 /// The app to analyse.
@@ -128,9 +129,6 @@ fn ask(python: &Path, request: &serde_json::Value) -> Result<serde_json::Value> 
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last = stderr.trim().lines().last().unwrap_or("").to_string();
-        if let Some(syntax) = syntax_error(&stderr) {
-            bail!("{syntax}\n\nhint: fix the syntax error, then bundle again");
-        }
         bail!(
             "interpreter `{}` failed while analysing the app: {last}\n\n{}",
             python.display(),
@@ -138,8 +136,14 @@ fn ask(python: &Path, request: &serde_json::Value) -> Result<serde_json::Value> 
         );
     }
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!("interpreter `{}` gave no usable answer; is it CPython 3.8 or newer?", python.display())
+        format!(
+            "interpreter `{}` gave no usable answer; is it CPython 3.8 or newer?",
+            python.display()
+        )
     })?;
+    if let Some(error) = value.get("error").and_then(|v| v.as_str()) {
+        bail!("{error}");
+    }
     if let Some(what) = value.get("unsupported").and_then(|v| v.as_str()) {
         bail!(
             "interpreter `{}` is {what}; pyshrink bundles CPython 3.8 or newer\n\nhint: pass --python with a CPython 3.8+ executable",
@@ -147,21 +151,6 @@ fn ask(python: &Path, request: &serde_json::Value) -> Result<serde_json::Value> 
         );
     }
     Ok(value)
-}
-
-/// `File "x.py", line 3` + `SyntaxError: ...` from a traceback, as `x.py:3: SyntaxError: ...`.
-fn syntax_error(stderr: &str) -> Option<String> {
-    let lines: Vec<&str> = stderr.lines().collect();
-    let err = lines.iter().rev().find(|l| l.starts_with("SyntaxError") || l.contains("py_compile.PyCompileError"))?;
-    let loc = lines.iter().rev().find_map(|l| {
-        let l = l.trim();
-        let rest = l.strip_prefix("File \"")?;
-        let (file, rest) = rest.split_once('"')?;
-        let line = rest.trim_start_matches(", line ").split(|c: char| !c.is_ascii_digit()).next()?;
-        (!file.contains("planner") && !file.starts_with('<') && !file.contains("/lib/python")).then(|| format!("{file}:{line}"))
-    })?;
-    let msg = err.rsplit_once("SyntaxError").map(|(_, m)| m.trim_start_matches(':').trim()).unwrap_or(err);
-    Some(format!("syntax error at {loc}: {msg}"))
 }
 
 /// Asks only for the layout.

@@ -115,11 +115,52 @@ def under(path, root):
     return real(path).startswith(os.path.join(real(root), ""))
 
 
-def compile_to(src, dest, display):
-    import py_compile
+class UserError(Exception):
+    """A problem with the user's input, reported as one line."""
+
+
+def strip_docstrings(tree):
+    """Drops docstrings from a module, its classes and functions (line numbers unchanged).
+    Used for the stdlib only, which never reads its own docstrings at run time (pydoc and
+    doctest, which do, are development tools); app and package code keep theirs, since some
+    (click, docopt, argparse descriptions) turn them into behaviour."""
+    import ast
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                if len(body) == 1:
+                    body[0] = ast.copy_location(ast.Pass(), body[0])
+                else:
+                    del body[0]
+    return tree
+
+
+def compile_to(src, dest, display, warnings, strip_docs=False):
+    """Compiles `src` to an unchecked-hash .pyc at `dest` with this interpreter. A syntax error
+    in the app is the user's to fix; one in a third-party or stdlib file (Python 2 leftovers,
+    templates named .py) only leaves that file out."""
+    import ast
+    import importlib.util
+    from importlib._bootstrap_external import _code_to_hash_pyc
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    py_compile.compile(src, cfile=dest, dfile=display, doraise=True,
-                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    with open(src, "rb") as f:
+        source = f.read()
+    try:
+        tree = ast.parse(source, display)
+        if strip_docs:
+            strip_docstrings(tree)
+        code = compile(tree, display, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as err:
+        where = "%s:%s" % (src, getattr(err, "lineno", "?"))
+        msg = getattr(err, "msg", None) or str(err)
+        if display.startswith("app/"):
+            raise UserError("syntax error at %s: %s" % (where, msg))
+        warnings.append("left out %s: it does not compile (%s: %s)" % (display, where, msg))
+        return
+    with open(dest, "wb") as f:
+        f.write(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
 
 
 def copy(src, dest):
@@ -252,8 +293,14 @@ def plan(req):
     dynload = info["dynload"]
     sites = [os.path.realpath(p) for p in info["site_packages"]]
     report = {"layout": info, "modules": [], "missing": [], "elf": [], "entry": None,
-              "distributions": []}
+              "distributions": [], "warnings": []}
     written = set()
+    stdlib_rel = os.path.join("lib", ver, "")
+    site_rel = os.path.join("lib", ver, "site-packages", "")
+    # Frozen stdlib modules (os, codecs, io, site... since 3.11) are inside libpython; their
+    # .pyc would never be read. os.pyc stays: it is CPython's prefix landmark.
+    import _imp
+    frozen_used = getattr(getattr(os, "__spec__", None), "origin", None) == "frozen"
 
     def emit(src, dest_rel, kind):
         dest = os.path.join(stage, dest_rel)
@@ -261,7 +308,8 @@ def plan(req):
             return
         written.add(dest)
         if kind == "compile":
-            compile_to(src, dest, dest_rel[:-1])
+            stdlib_code = dest_rel.startswith(stdlib_rel) and not dest_rel.startswith(site_rel)
+            compile_to(src, dest, dest_rel[:-1], report["warnings"], strip_docs=stdlib_code)
         else:
             copy(src, dest)
             if kind == "elf":
@@ -273,6 +321,11 @@ def plan(req):
             emit(path, os.path.join("lib", ver, "lib-dynload", os.path.basename(path)), "elf")
         elif path.endswith(".py"):
             rel = os.path.relpath(os.path.realpath(path), os.path.realpath(stdlib))
+            name = rel[:-3].replace(os.sep, ".")
+            if name.endswith(".__init__"):
+                name = name[:-9]
+            if frozen_used and name != "os" and _imp.is_frozen(name):
+                return
             emit(path, os.path.join("lib", ver, rel + "c"), "compile")
         elif path.endswith(".so"):
             rel = os.path.relpath(os.path.realpath(path), os.path.realpath(stdlib))
@@ -349,13 +402,16 @@ def plan(req):
     stdlib_file(os.path.join(stdlib, "os.py"))
 
     # The whole encodings package: codecs.lookup() imports any of them by name at run time.
-    # (followed, so encodings.idna brings stringprep and unicodedata).
-    for f in sorted(os.listdir(os.path.join(stdlib, "encodings"))):
-        if f.endswith(".py") and f != "__init__.py":
-            try:
-                finder.import_hook("encodings." + f[:-3])
-            except ImportError:
-                pass
+    # Taken as files, not followed: the text codecs need nothing else, and following the
+    # transform codecs (bz2_codec, zlib_codec...) and the CJK ones would bring their C modules
+    # and half the stdlib into every bundle. They work when the app reaches what they wrap.
+    for path in module_files(os.path.join(stdlib, "encodings")):
+        if path.endswith(".py"):
+            stdlib_file(path)
+    # Host names go through the idna codec (socket.getfqdn, http), which needs unicodedata.
+    if "socket" in finder.modules:
+        for name in ("stringprep", "unicodedata"):
+            finder.import_hook(name)
 
     dists = distributions(sites)
     used_dists = set()
@@ -413,7 +469,7 @@ def plan(req):
     report["missing"] = sorted(
         n for n in missing
         if not pruned(n) and n.split(".")[0] not in sys.builtin_module_names
-        and n.split(".")[0] not in OTHER_PLATFORMS)
+        and n.split(".")[0] not in OTHER_PLATFORMS and n != "os.path")
     report["optional_left_out"] = [
         {"name": n, "imported_by": sorted(by)} for n, by in sorted(finder.soft.items())
         if n not in finder.modules and not pruned(n) and n.split(".")[0] not in OTHER_PLATFORMS
@@ -481,10 +537,12 @@ def main():
     if impl != "CPython" or sys.version_info < (3, 8):
         sys.stdout.write(json.dumps({"unsupported": "%s %s" % (impl, platform.python_version())}))
         return
-    if req["mode"] == "layout":
-        out = layout()
-    else:
-        out = plan(req)
+    try:
+        out = layout() if req["mode"] == "layout" else plan(req)
+    except UserError as e:
+        out = {"error": str(e)}
+    except SyntaxError as e:
+        out = {"error": "syntax error at %s:%s: %s" % (e.filename, e.lineno, e.msg)}
     sys.stdout.write(json.dumps(out))
 
 

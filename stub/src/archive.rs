@@ -159,7 +159,11 @@ impl<S: Source> ArchiveReader<S> {
                     };
                     return Ok(Some(ArchiveEntry { path, kind }));
                 }
-                _ => return Err(corrupt("archive entry of a refused type (link, device or fifo)")),
+                _ => {
+                    return Err(corrupt(
+                        "archive entry of a refused type (link, device or fifo)",
+                    ))
+                }
             }
         }
     }
@@ -217,7 +221,13 @@ fn verify_checksum(h: &[u8; BLOCK]) -> Result<(), FormatError> {
     let sum: u64 = h
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
         .sum();
     if sum != want {
         return Err(corrupt("archive header checksum mismatch"));
@@ -273,7 +283,9 @@ fn pax_records(mut data: &[u8]) -> Result<Vec<(&str, &[u8])>, FormatError> {
             .filter(|&l| l > space + 1 && l <= data.len())
             .ok_or(corrupt("bad pax record length"))?;
         let record = &data[space + 1..len];
-        let record = record.strip_suffix(b"\n").ok_or(corrupt("bad pax record end"))?;
+        let record = record
+            .strip_suffix(b"\n")
+            .ok_or(corrupt("bad pax record end"))?;
         let eq = record
             .iter()
             .position(|&b| b == b'=')
@@ -296,7 +308,10 @@ pub fn check_path(path: &str) -> Result<(), FormatError> {
     if path.contains('\0') {
         return Err(corrupt("archive path contains NUL"));
     }
-    if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if path
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(corrupt("archive path has an empty, `.` or `..` component"));
     }
     Ok(())
@@ -356,7 +371,10 @@ mod tests {
         let bytes = archive(&[
             (header(b"dir/", b'5', 0, b""), b""),
             (header(b"dir/a.txt", b'0', 5, b""), b"hello"),
-            (header(b"././@LongLink", b'L', long.len() as u64 + 1, b""), format!("{long}\0").as_bytes()),
+            (
+                header(b"././@LongLink", b'L', long.len() as u64 + 1, b""),
+                format!("{long}\0").as_bytes(),
+            ),
             (header(b"ignored", b'0', 3, b""), b"abc"),
         ]);
         let got = read_all(&bytes).unwrap();
@@ -380,7 +398,10 @@ mod tests {
             archive(&[(header(b"link", b'2', 0, b"inside"), b"")]),
         ];
         for (i, bytes) in cases.iter().enumerate() {
-            assert!(matches!(read_all(bytes), Err(FormatError::Corrupt(_))), "case {i}");
+            assert!(
+                matches!(read_all(bytes), Err(FormatError::Corrupt(_))),
+                "case {i}"
+            );
         }
     }
 

@@ -121,7 +121,13 @@ impl Manifest {
             check_path(v)?;
             *slot = v.into();
         }
-        let required = [&m.python, &m.interpreter, &m.loader, &m.library_path, &m.python_exe];
+        let required = [
+            &m.python,
+            &m.interpreter,
+            &m.loader,
+            &m.library_path,
+            &m.python_exe,
+        ];
         if !seen_entry || required.iter().any(|v| v.is_empty()) {
             return Err(bad("manifest lacks a required key"));
         }
@@ -184,7 +190,10 @@ mod tests {
         ];
         for bad in cases {
             assert!(
-                matches!(Manifest::decode(bad.as_bytes()), Err(FormatError::Corrupt(_))),
+                matches!(
+                    Manifest::decode(bad.as_bytes()),
+                    Err(FormatError::Corrupt(_))
+                ),
                 "{bad}"
             );
         }

@@ -66,7 +66,8 @@ impl Trailer {
         if flags != 0 {
             return Err(FormatError::Corrupt("unknown trailer flags"));
         }
-        let field = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+        let field =
+            |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
         let trailer = Trailer {
             stub_len: field(8),
             payload_len: field(16),
@@ -173,7 +174,10 @@ mod tests {
     fn truncated_or_appended_is_corrupt() {
         let t = sample().encode();
         for len in [LEN - 1, LEN + 1, LEN + 4096] {
-            assert!(matches!(Trailer::decode(&t, len), Err(FormatError::Corrupt(_))));
+            assert!(matches!(
+                Trailer::decode(&t, len),
+                Err(FormatError::Corrupt(_))
+            ));
         }
         assert_eq!(Trailer::decode(&t[1..], LEN), Err(FormatError::NotABundle));
         assert_eq!(Trailer::decode(&t, 10), Err(FormatError::NotABundle));

@@ -33,7 +33,7 @@ const BOOT: &[u8] = b"def _pyshrink_main():
     del g['_pyshrink_main']
     if kind == 'module':
         import os, runpy
-        sys.path[0] = os.getcwd()
+        sys.path[0:1] = [os.getcwd(), sys.prefix + '/app']
         runpy._run_module_as_main(target, alter_argv=False)
         return
     import marshal
@@ -91,7 +91,12 @@ pub fn run(dir: &[u8], m: &Manifest, role: Role, user_args: &[&[u8]], env: &Env)
         supervise(&loader, &argv, env);
     }
     let e = sys::execve(&loader, &argv, env.ptr);
-    die_errno(exit::EXEC, b"failed to start the bundled interpreter", &loader, e)
+    die_errno(
+        exit::EXEC,
+        b"failed to start the bundled interpreter",
+        &loader,
+        e,
+    )
 }
 
 /// PID 1: run Python as a child, forward signals to it, reap every child, exit as it exits.
@@ -106,12 +111,22 @@ fn supervise(loader: &[u8], argv: &[Vec<u8>], env: &Env) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
         let child = libc::fork();
         if child < 0 {
-            die_errno(exit::EXEC, b"failed to fork the bundled interpreter", loader, sys::errno());
+            die_errno(
+                exit::EXEC,
+                b"failed to fork the bundled interpreter",
+                loader,
+                sys::errno(),
+            );
         }
         if child == 0 {
             libc::sigprocmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
             let e = sys::execve(loader, argv, env.ptr);
-            die_errno(exit::EXEC, b"failed to start the bundled interpreter", loader, e);
+            die_errno(
+                exit::EXEC,
+                b"failed to start the bundled interpreter",
+                loader,
+                e,
+            );
         }
         loop {
             let mut info: libc::siginfo_t = core::mem::zeroed();

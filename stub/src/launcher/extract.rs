@@ -76,9 +76,20 @@ impl<'a> Decoded<'a> {
         }
         // SAFETY: `stream` is a valid context.
         unsafe {
-            zs::ZSTD_DCtx_setParameter(stream, zs::ZSTD_dParameter::ZSTD_d_windowLogMax, MAX_WINDOW_LOG);
+            zs::ZSTD_DCtx_setParameter(
+                stream,
+                zs::ZSTD_dParameter::ZSTD_d_windowLogMax,
+                MAX_WINDOW_LOG,
+            );
         }
-        Decoded { section, stream, input: vec![0u8; CHUNK], pos: 0, len: 0, finished: false }
+        Decoded {
+            section,
+            stream,
+            input: vec![0u8; CHUNK],
+            pos: 0,
+            len: 0,
+            finished: false,
+        }
     }
 }
 
@@ -103,8 +114,16 @@ impl Source for Decoded<'_> {
                     return Err(FormatError::Corrupt("payload ends inside its zstd frame"));
                 }
             }
-            let mut input = zs::ZSTD_inBuffer { src: self.input.as_ptr().cast(), size: self.len, pos: self.pos };
-            let mut output = zs::ZSTD_outBuffer { dst: buf.as_mut_ptr().cast(), size: buf.len(), pos: 0 };
+            let mut input = zs::ZSTD_inBuffer {
+                src: self.input.as_ptr().cast(),
+                size: self.len,
+                pos: self.pos,
+            };
+            let mut output = zs::ZSTD_outBuffer {
+                dst: buf.as_mut_ptr().cast(),
+                size: buf.len(),
+                pos: 0,
+            };
             // SAFETY: both buffers describe live memory of the stated sizes; the context is valid.
             let ret = unsafe { zs::ZSTD_decompressStream(self.stream, &mut output, &mut input) };
             // SAFETY: pure function of the return code.
@@ -158,12 +177,21 @@ pub fn verify(fd: &sys::Fd, t: &Trailer, exe: &[u8]) {
 /// with `replace`, replacing what is there).
 pub fn extract(fd: &sys::Fd, t: &Trailer, root: &[u8], key: &[u8], exe: &[u8], replace: bool) {
     let io = |what: &[u8], path: &[u8], e| -> ! { die_errno(exit::IO, what, path, e) };
-    let root_fd = sys::open(root, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
-        .unwrap_or_else(|e| io(b"failed to open", root, e));
+    let root_fd = sys::open(
+        root,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+    .unwrap_or_else(|e| io(b"failed to open", root, e));
     let mut lock_name = Vec::from(key);
     lock_name.extend_from_slice(b".lock");
-    let lock = sys::openat(&root_fd, &lock_name, libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW, 0o600)
-        .unwrap_or_else(|e| io(b"failed to create lock", &sys::join(root, &lock_name), e));
+    let lock = sys::openat(
+        &root_fd,
+        &lock_name,
+        libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW,
+        0o600,
+    )
+    .unwrap_or_else(|e| io(b"failed to create lock", &sys::join(root, &lock_name), e));
     sys::flock_exclusive(&lock).unwrap_or_else(|e| io(b"failed to lock", &lock_name, e));
     let dir = sys::join(root, key);
     if !replace && is_complete(&dir) {
@@ -174,11 +202,18 @@ pub fn extract(fd: &sys::Fd, t: &Trailer, root: &[u8], key: &[u8], exe: &[u8], r
     // Holding the lock: a work dir is what a killed run left, and an existing `<key>` that is not
     // an acceptable extraction is not ours to trust. Both go.
     for stale in [&work[..], key] {
-        sys::remove_tree_at(&root_fd, stale).unwrap_or_else(|e| io(b"failed to remove", &sys::join(root, stale), e));
+        sys::remove_tree_at(&root_fd, stale)
+            .unwrap_or_else(|e| io(b"failed to remove", &sys::join(root, stale), e));
     }
-    sys::mkdirat(&root_fd, &work, 0o700).unwrap_or_else(|e| io(b"failed to create", &sys::join(root, &work), e));
-    let work_fd = sys::openat(&root_fd, &work, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
-        .unwrap_or_else(|e| io(b"failed to open", &work, e));
+    sys::mkdirat(&root_fd, &work, 0o700)
+        .unwrap_or_else(|e| io(b"failed to create", &sys::join(root, &work), e));
+    let work_fd = sys::openat(
+        &root_fd,
+        &work,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+    .unwrap_or_else(|e| io(b"failed to open", &work, e));
     let work_path = sys::join(root, &work);
 
     let mut made: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -197,21 +232,38 @@ pub fn extract(fd: &sys::Fd, t: &Trailer, root: &[u8], key: &[u8], exe: &[u8], r
             EntryKind::File { mode, .. } => {
                 let out = create(&work_fd, path, mode, &work_path);
                 loop {
-                    let n = archive.read_data(&mut buf).unwrap_or_else(|e| die_format(&e, exe));
+                    let n = archive
+                        .read_data(&mut buf)
+                        .unwrap_or_else(|e| die_format(&e, exe));
                     if n == 0 {
                         break;
                     }
-                    sys::write_all(out.0, &buf[..n]).unwrap_or_else(|e| io(b"failed to write", &sys::join(&work_path, path), e));
+                    sys::write_all(out.0, &buf[..n]).unwrap_or_else(|e| {
+                        io(b"failed to write", &sys::join(&work_path, path), e)
+                    });
                 }
             }
         }
     }
     // The launcher itself, as `sys.executable`: the first stub_len bytes of this very file.
     make_dirs(&work_fd, parent_of(PYTHON_EXE), &mut made, &work_path);
-    copy_range(fd, 0, t.stub_len, &create(&work_fd, PYTHON_EXE, 0o755, &work_path), exe);
-    copy_range(fd, t.manifest_offset(), t.manifest_len, &create(&work_fd, MANIFEST_FILE, 0o644, &work_path), exe);
+    copy_range(
+        fd,
+        0,
+        t.stub_len,
+        &create(&work_fd, PYTHON_EXE, 0o755, &work_path),
+        exe,
+    );
+    copy_range(
+        fd,
+        t.manifest_offset(),
+        t.manifest_len,
+        &create(&work_fd, MANIFEST_FILE, 0o644, &work_path),
+        exe,
+    );
     drop(work_fd);
-    sys::rename(&work_path, &dir).unwrap_or_else(|e| io(b"failed to move the extraction into place at", &dir, e));
+    sys::rename(&work_path, &dir)
+        .unwrap_or_else(|e| io(b"failed to move the extraction into place at", &dir, e));
     drop(lock);
 }
 
@@ -237,19 +289,34 @@ fn make_dirs(work: &sys::Fd, dir: &[u8], made: &mut BTreeSet<Vec<u8>>, work_path
 fn create(work: &sys::Fd, path: &[u8], mode: u32, work_path: &[u8]) -> sys::Fd {
     let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-    sys::openat(work, path, flags, mode)
-        .unwrap_or_else(|e| die_errno(exit::IO, b"failed to create", &sys::join(work_path, path), e))
+    sys::openat(work, path, flags, mode).unwrap_or_else(|e| {
+        die_errno(
+            exit::IO,
+            b"failed to create",
+            &sys::join(work_path, path),
+            e,
+        )
+    })
 }
 
 fn copy_range(fd: &sys::Fd, offset: u64, len: u64, out: &sys::Fd, exe: &[u8]) {
-    let mut section = Section { fd, offset, left: len };
+    let mut section = Section {
+        fd,
+        offset,
+        left: len,
+    };
     let mut buf = vec![0u8; CHUNK];
     loop {
         match section.read_some(&mut buf) {
             Ok(0) => return,
             Ok(n) => {
                 if let Err(e) = sys::write_all(out.0, &buf[..n]) {
-                    die_errno(exit::IO, b"failed to write into the extraction from", exe, e);
+                    die_errno(
+                        exit::IO,
+                        b"failed to write into the extraction from",
+                        exe,
+                        e,
+                    );
                 }
             }
             Err(e) => die_errno(exit::IO, b"failed to read", exe, e),
@@ -260,7 +327,11 @@ fn copy_range(fd: &sys::Fd, offset: u64, len: u64, out: &sys::Fd, exe: &[u8]) {
 /// `PYSHRINK_VERIFY=1`: compares an existing extraction with the (verified) payload, file by
 /// file, and checks it holds nothing else. A mismatch is reported; the caller re-extracts.
 pub fn tree_matches(fd: &sys::Fd, t: &Trailer, dir: &[u8], exe: &[u8]) -> bool {
-    let Ok(dir_fd) = sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) else {
+    let Ok(dir_fd) = sys::open(
+        dir,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    ) else {
         return false;
     };
     let mut archive = payload_archive(fd, t);
@@ -272,16 +343,25 @@ pub fn tree_matches(fd: &sys::Fd, t: &Trailer, dir: &[u8], exe: &[u8]) -> bool {
             Ok(None) => break,
             Err(e) => die_format(&e, exe),
         };
-        let EntryKind::File { size, .. } = entry.kind else { continue };
+        let EntryKind::File { size, .. } = entry.kind else {
+            continue;
+        };
         files += 1;
-        let Ok(f) = sys::openat(&dir_fd, entry.path.as_bytes(), libc::O_RDONLY | libc::O_NOFOLLOW, 0) else {
+        let Ok(f) = sys::openat(
+            &dir_fd,
+            entry.path.as_bytes(),
+            libc::O_RDONLY | libc::O_NOFOLLOW,
+            0,
+        ) else {
             return false;
         };
         if sys::fstat(&f).map(|st| st.st_size as u64) != Ok(size) {
             return false;
         }
         loop {
-            let n = archive.read_data(&mut want).unwrap_or_else(|e| die_format(&e, exe));
+            let n = archive
+                .read_data(&mut want)
+                .unwrap_or_else(|e| die_format(&e, exe));
             if n == 0 {
                 break;
             }
@@ -304,7 +384,13 @@ pub fn tree_matches(fd: &sys::Fd, t: &Trailer, dir: &[u8], exe: &[u8]) -> bool {
 fn count_files(dir: &sys::Fd) -> Option<u64> {
     let mut n = 0;
     for name in sys::list_dir(dir).ok()? {
-        let sub = sys::openat(dir, &name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0).ok()?;
+        let sub = sys::openat(
+            dir,
+            &name,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            0,
+        )
+        .ok()?;
         let st = sys::fstat(&sub).ok()?;
         match st.st_mode & libc::S_IFMT {
             libc::S_IFREG => n += 1,
@@ -319,6 +405,11 @@ fn count_files(dir: &sys::Fd) -> Option<u64> {
 pub fn report_mismatch(dir: &[u8]) {
     let _ = sys::write_all(
         2,
-        &[&b"pyshrink: warning: extraction `"[..], dir, b"` does not match the bundle; extracting it again\n"].concat(),
+        &[
+            &b"pyshrink: warning: extraction `"[..],
+            dir,
+            b"` does not match the bundle; extracting it again\n",
+        ]
+        .concat(),
     );
 }

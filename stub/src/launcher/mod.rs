@@ -44,7 +44,10 @@ unsafe impl core::alloc::GlobalAlloc for Malloc {
         if layout.align() <= 16 {
             return libc::realloc(ptr.cast(), size).cast();
         }
-        let new = self.alloc(core::alloc::Layout::from_size_align_unchecked(size, layout.align()));
+        let new = self.alloc(core::alloc::Layout::from_size_align_unchecked(
+            size,
+            layout.align(),
+        ));
         if !new.is_null() {
             core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(size));
             self.dealloc(ptr, layout);
@@ -74,7 +77,10 @@ pub fn die(code: i32, parts: &[&[u8]]) -> ! {
 
 /// `die` for a failed system call on `path`.
 pub fn die_errno(code: i32, what: &[u8], path: &[u8], e: sys::Errno) -> ! {
-    die(code, &[what, b" `", path, b"`: ", sys::strerror(e).as_bytes()])
+    die(
+        code,
+        &[what, b" `", path, b"`: ", sys::strerror(e).as_bytes()],
+    )
 }
 
 pub fn die_format(e: &FormatError, file: &[u8]) -> ! {
@@ -123,7 +129,11 @@ impl Env {
 }
 
 #[no_mangle]
-pub extern "C" fn main(argc: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
+pub extern "C" fn main(
+    argc: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
     // SAFETY: argv holds argc NUL-terminated strings, as the C runtime guarantees.
     let args: Vec<&'static [u8]> = (0..argc as usize)
         .map(|i| unsafe { CStr::from_ptr(*argv.add(i)) }.to_bytes())
@@ -165,7 +175,13 @@ pub extern "C" fn main(argc: c_int, argv: *const *const c_char, envp: *const *co
     }
     drop(fd);
     let manifest = load_manifest(&dir);
-    exec::run(&dir, &manifest, exec::Role::Bundle { argv0 }, user_args, &env)
+    exec::run(
+        &dir,
+        &manifest,
+        exec::Role::Bundle { argv0 },
+        user_args,
+        &env,
+    )
 }
 
 /// Opens the running executable: `/proc/self/exe` names the real file even when argv[0] does

@@ -228,7 +228,12 @@ pub fn remove_tree_at(dir: &Fd, name: &[u8]) -> Result<(), Errno> {
         libc::EISDIR | libc::EPERM => {}
         e => return Err(e),
     }
-    let sub = openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+    let sub = openat(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )?;
     for child in list_dir(&sub)? {
         remove_tree_at(&sub, &child)?;
     }
