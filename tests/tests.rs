@@ -5,3 +5,5 @@ mod util;
 mod core_bundle;
 mod errors;
 mod format;
+mod hardening;
+mod image;
