@@ -17,6 +17,7 @@ test: deps
 
 # Bundles hello and runs it, then bundles mountains and queries it once.
 demo: build
+	mkdir -p dist
 	$(PYSHRINK) bundle examples/hello/app.py --python $(PYTHON) -o dist/hello
 	./dist/hello "from a single file" --exit=0
 	$(PYSHRINK) bundle examples/mountains/app.py --python $(PYTHON) -o dist/mountains
