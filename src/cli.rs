@@ -30,17 +30,47 @@ pub enum Command {
 /// What to bundle and with which interpreter: shared by every command that builds a bundle.
 #[derive(Debug, Args, Clone)]
 pub struct AppArgs {
-    /// The app: a script, or a directory with `__main__.py`.
+    /// The app: a script, a directory with `__main__.py`, or a project directory (with
+    /// `pyproject.toml`), installed for the bundle and run through its console script.
     #[arg(
         value_name = "APP",
-        required_unless_present = "module",
+        required_unless_present_any = ["module", "entry"],
         conflicts_with = "module"
     )]
     pub app: Option<PathBuf>,
 
     /// Run a module as `python -m MODULE` (found from the current directory and site-packages).
-    #[arg(short = 'm', long = "module", value_name = "MODULE")]
+    #[arg(
+        short = 'm',
+        long = "module",
+        value_name = "MODULE",
+        conflicts_with = "entry"
+    )]
     pub module: Option<String>,
+
+    /// Run this console script ([project.scripts]) of the project directory APP, or without
+    /// APP of an installed distribution.
+    #[arg(long, value_name = "NAME")]
+    pub entry: Option<String>,
+
+    /// Install these requirements for the bundle (pip, into a private directory; the
+    /// interpreter's environment is left alone); repeatable.
+    #[arg(short = 'r', long = "requirements", value_name = "FILE")]
+    pub requirements: Vec<PathBuf>,
+
+    /// Copy a file or directory into the bundle at DEST, relative to the app's directory
+    /// [default DEST: the source's name]; repeatable.
+    #[arg(long = "include-data", value_name = "SRC[:DEST]")]
+    pub include_data: Vec<String>,
+
+    /// Leave out the build host's CA certificates (bundled when the app uses `ssl`).
+    #[arg(long = "no-ca-certs")]
+    pub no_ca_certs: bool,
+
+    /// Leave out the build host's time zone database (bundled when the app uses `zoneinfo`
+    /// and no `tzdata` distribution is installed).
+    #[arg(long = "no-tzdata")]
+    pub no_tzdata: bool,
 
     /// The interpreter to bundle [default: $VIRTUAL_ENV/bin/python, else python3 on PATH].
     #[arg(long, value_name = "PATH")]

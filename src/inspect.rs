@@ -44,7 +44,7 @@ pub fn inspect(path: &Path) -> Result<Value> {
         let EntryKind::File { size, .. } = entry.kind else {
             continue;
         };
-        let mut data = Vec::with_capacity(size as usize);
+        let mut data = Vec::with_capacity(size.min(1 << 26) as usize);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = reader

@@ -9,6 +9,7 @@ pub mod oci;
 pub mod payload;
 pub mod progress;
 pub mod python;
+pub mod pyzip;
 pub mod stub;
 
 use std::path::PathBuf;
@@ -70,13 +71,18 @@ fn bundle_cmd(args: &BundleArgs) -> Result<ExitCode> {
 }
 
 fn inspect_cmd(args: &cli::InspectArgs) -> Result<ExitCode> {
+    use std::io::Write;
     let value = inspect::inspect(&args.bundle)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&value)? + "\n"
     } else {
-        print!("{}", inspect::render(&value, 25));
+        inspect::render(&value, 25)
+    };
+    // `pyshrink inspect … | head` closes the pipe early: that is success, not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints an error chain as `error:` and `Caused by:` lines.

@@ -14,11 +14,11 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::bundle::{self, Built};
+use crate::bundle::{self, Built, Target};
 use crate::cli::{AppArgs, DockerfileArgs, ImageArgs};
 use crate::payload::write_atomic;
 use crate::progress::Progress;
-use crate::python::{self, AppEntry};
+use crate::python::{self, AppEntry, EntryPoint};
 
 /// The user the image runs as: distroless' `nonroot`.
 pub const USER: &str = "65532:65532";
@@ -35,6 +35,7 @@ const HEADER: &str = "# Written by `pyshrink dockerfile`";
 
 /// Everything `pyshrink dockerfile` may write into its directory, in either flavour.
 const GENERATED: &[&str] = &[
+    "data",
     "Dockerfile",
     ".dockerignore",
     "app",
@@ -49,23 +50,16 @@ const GENERATED: &[&str] = &[
 // pyshrink dockerfile
 
 pub fn dockerfile_cmd(args: &DockerfileArgs) -> Result<ExitCode> {
-    if !args.multi_stage && !args.requirements.is_empty() {
-        bail!(
-            "-r/--requirements is for the builder stage of --multi-stage\n\n\
-             hint: without --multi-stage the bundle is built here, with the packages installed for \
-             the interpreter (--python or the active virtualenv); add --multi-stage to install them in the image build"
-        );
-    }
     let created = source_date_epoch()?.map(rfc3339);
     let dir = &args.output;
     let quiet = args.app.quiet;
-    claim_dir(dir)?;
+    let earlier = check_dir(dir)?;
 
     let progress = Progress::new(quiet);
     let written = if args.multi_stage {
-        write_multi_stage(args, created.as_deref(), &progress)
+        write_multi_stage(args, created.as_deref(), &progress, &earlier)
     } else {
-        write_single_stage(args, created.as_deref(), &progress)
+        write_single_stage(args, created.as_deref(), &progress, &earlier)
     };
     progress.finish();
     let (name, summary) = written?;
@@ -86,9 +80,9 @@ pub fn dockerfile_cmd(args: &DockerfileArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Makes `dir` and checks that nothing in it that pyshrink would write belongs to someone else;
-/// then removes what an earlier run wrote, so no stale file of it reaches the next build.
-fn claim_dir(dir: &Path) -> Result<()> {
+/// Makes `dir` and checks that nothing in it that pyshrink would write belongs to someone else.
+/// Returns what an earlier run wrote there, for `clean_dir` once the new files are ready.
+fn check_dir(dir: &Path) -> Result<Vec<&'static str>> {
     fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
     let ours = fs::read_to_string(dir.join("Dockerfile"))
         .map(|t| t.starts_with(HEADER))
@@ -98,17 +92,21 @@ fn claim_dir(dir: &Path) -> Result<()> {
         .copied()
         .filter(|n| fs::symlink_metadata(dir.join(n)).is_ok())
         .collect();
-    if !ours {
-        if present.is_empty() {
-            return Ok(());
-        }
+    if !ours && !present.is_empty() {
         bail!(
             "`{}` already holds {} not written by pyshrink\n\nhint: pass another -o DIR, or move them away",
             dir.display(),
             present.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
         );
     }
-    for name in present {
+    Ok(present)
+}
+
+/// Removes what an earlier run wrote, so no stale file of it reaches the next build. Runs only
+/// after the slow, fallible part (bundling, analysis) succeeded: a failed run leaves the
+/// earlier files alone.
+fn clean_dir(dir: &Path, earlier: &[&str]) -> Result<()> {
+    for name in earlier {
         let path = dir.join(name);
         let meta = fs::symlink_metadata(&path)?;
         let removed = if meta.is_dir() {
@@ -131,10 +129,12 @@ fn write_single_stage(
     args: &DockerfileArgs,
     created: Option<&str>,
     progress: &Progress,
+    earlier: &[&str],
 ) -> Result<(String, String)> {
     let built = bundle::build(&args.app, progress)?;
     print_warnings(&args.app, &built.warnings);
     let dir = &args.output;
+    clean_dir(dir, earlier)?;
     write_atomic(&dir.join("app"), &built.bytes, 0o755)?;
     write_rootfs(dir, true)?;
 
@@ -178,57 +178,74 @@ fn write_single_stage(
     Ok((built.name, summary))
 }
 
+/// A file or directory tree for the build context: `from` on this machine, `to` relative to
+/// the output directory.
+struct ContextCopy {
+    from: PathBuf,
+    to: PathBuf,
+}
+
 /// `--multi-stage`: a builder on the official image of the same Python version installs the
 /// requirements and runs pyshrink there; the final stage is the same as the default flavour's.
 fn write_multi_stage(
     args: &DockerfileArgs,
     created: Option<&str>,
     progress: &Progress,
+    earlier: &[&str],
 ) -> Result<(String, String)> {
     let dir = &args.output;
     let app = &args.app;
-    let (entry, name) = bundle::app_entry(app)?;
+    let (target, name) = bundle::target(app)?;
     let interpreter = python::find_interpreter(app.python.as_deref())?;
-    let out_canon = dir.canonicalize().unwrap_or_else(|_| dir.clone());
-    let src = dir.join("src");
-    fs::create_dir_all(&src).with_context(|| format!("failed to create `{}`", src.display()))?;
+    let src = Path::new("src");
 
-    // What the builder gets of the app: a directory app whole; for a script or a local module,
-    // the modules of the app's directory that the analysis found it importing.
+    // What the builder gets of the app: a directory app or project whole; for a script or a
+    // local module, the modules of the app's directory that the analysis found it importing.
     progress.step("analysing imports");
     let mut warnings = Vec::new();
-    let (version, bundle_arg): (Vec<u32>, Vec<String>) = match &entry {
-        AppEntry::Dir(path) => {
-            let layout = python::layout(&interpreter)?;
+    let mut copies = Vec::new();
+    let no_requirements = app.requirements.is_empty();
+    let (version, mut run): (Vec<u32>, Vec<String>) = match &target {
+        Target::App(AppEntry::Dir(path))
+        | Target::EntryPoint(EntryPoint {
+            project: Some(path),
+            ..
+        }) => {
             let base = dir_name(path)?;
-            copy_tree(path, &src.join(&base), &out_canon)?;
-            (layout.version, vec![base])
+            copies.push(ContextCopy {
+                from: path.clone(),
+                to: src.join(&base),
+            });
+            (python::layout(&interpreter)?.version, vec![base])
         }
-        AppEntry::Script(path) => {
-            let plan = plan_app(app, &entry, &interpreter)?;
+        Target::App(entry @ AppEntry::Script(path)) => {
+            let plan = plan_app(app, entry, &interpreter)?;
             let base = path
                 .file_name()
                 .context("the app has no file name")?
                 .to_string_lossy()
                 .into_owned();
-            copy_file(path, &src.join(&base))?;
+            copies.push(ContextCopy {
+                from: path.clone(),
+                to: src.join(&base),
+            });
             let app_dir = path
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            copy_app_modules(&plan, app_dir, &src, &out_canon)?;
+            copies.extend(app_modules(&plan, app_dir, src)?);
             (plan.layout.version, vec![base])
         }
-        AppEntry::Module(module) => {
+        Target::App(entry @ AppEntry::Module(module)) => {
             let top = module.split('.').next().unwrap_or(module);
             let here = Path::new(".");
             let local = here.join(top).is_dir() || here.join(format!("{top}.py")).is_file();
             let version = if local {
-                let plan = plan_app(app, &entry, &interpreter)?;
-                copy_app_modules(&plan, here, &src, &out_canon)?;
+                let plan = plan_app(app, entry, &interpreter)?;
+                copies.extend(app_modules(&plan, here, src)?);
                 plan.layout.version
             } else {
-                if args.requirements.is_empty() {
+                if no_requirements {
                     warnings.push(format!(
                         "module `{top}` is not in the current directory, so the builder stage finds it only if \
                          a requirements file (-r) installs it"
@@ -238,6 +255,16 @@ fn write_multi_stage(
             };
             (version, vec!["-m".into(), module.clone()])
         }
+        Target::EntryPoint(EntryPoint { project: None, .. }) => {
+            if no_requirements {
+                warnings.push(
+                    "--entry without APP runs a console script of an installed distribution, so the \
+                     builder stage finds it only if a requirements file (-r) installs it"
+                        .into(),
+                );
+            }
+            (python::layout(&interpreter)?.version, Vec::new())
+        }
     };
     let [major, minor, patch] = version[..] else {
         bail!(
@@ -245,24 +272,71 @@ fn write_multi_stage(
             interpreter.display()
         );
     };
+    // A module installed from the requirements leaves nothing to copy; an empty `src/` would
+    // not survive a git checkout, and COPY fails on a missing source.
+    let has_src = !copies.is_empty();
 
-    let requirements =
-        copy_requirements(&args.requirements, &dir.join("requirements"), &mut warnings)?;
-    print_warnings(app, &warnings);
+    let (requirement_copies, requirements) = requirements(&app.requirements, &mut warnings)?;
+    copies.extend(requirement_copies);
+    // --include-data sources, each under its own numbered directory so equal names never meet.
+    let mut data_args = Vec::new();
+    for (i, (source, dest)) in bundle::include_data(&app.include_data)?
+        .into_iter()
+        .enumerate()
+    {
+        let base = source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "data".into());
+        data_args.push(format!("/data/{i}/{base}:{dest}"));
+        copies.push(ContextCopy {
+            from: source,
+            to: Path::new("data").join(i.to_string()).join(base),
+        });
+    }
+    let has_data = !data_args.is_empty();
+    if let Some(stub) = &app.stub {
+        copies.push(ContextCopy {
+            from: stub.clone(),
+            to: "pyshrink-stub".into(),
+        });
+    }
     let exe = std::env::current_exe().context("failed to find the pyshrink executable to copy")?;
-    let exe_bytes =
-        fs::read(&exe).with_context(|| format!("failed to read `{}`", exe.display()))?;
-    write_atomic(&dir.join("pyshrink"), &exe_bytes, 0o755)?;
+    print_warnings(app, &warnings);
+
+    clean_dir(dir, earlier)?;
+    let out_canon = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+    for c in &copies {
+        if c.from.is_dir() {
+            copy_tree(&c.from, &dir.join(&c.to), &out_canon)?;
+        } else {
+            copy_file(&c.from, &dir.join(&c.to))?;
+        }
+    }
+    copy_file(&exe, &dir.join("pyshrink"))?;
     write_rootfs(dir, false)?;
 
+    // The requirements go into a virtualenv in their own layer; pyshrink bundles from it
+    // rather than installing them again.
     let python_in_builder = if requirements.is_empty() {
         "/usr/local/bin/python3"
     } else {
         "/venv/bin/python"
     };
-    let mut run: Vec<String> = vec!["pyshrink".into(), "bundle".into()];
-    run.extend(bundle_arg);
+    run.splice(0..0, ["pyshrink".to_string(), "bundle".to_string()]);
+    if let Some(entry) = &app.entry {
+        run.extend(["--entry".into(), entry.clone()]);
+    }
     run.extend(["--python".into(), python_in_builder.into()]);
+    for d in data_args {
+        run.extend(["--include-data".into(), d]);
+    }
+    if app.no_ca_certs {
+        run.push("--no-ca-certs".into());
+    }
+    if app.no_tzdata {
+        run.push("--no-tzdata".into());
+    }
     if app.stdlib != "auto" {
         run.extend(["--stdlib".into(), app.stdlib.clone()]);
     }
@@ -276,9 +350,8 @@ fn write_multi_stage(
         "--compression-level".into(),
         app.compression_level.to_string(),
     ]);
-    let mut allowed = vec!["pyshrink", "rootfs", "src"];
-    if let Some(stub) = &app.stub {
-        copy_file(stub, &dir.join("pyshrink-stub"))?;
+    let mut allowed = vec!["pyshrink", "rootfs"];
+    if app.stub.is_some() {
         run.extend(["--stub".into(), "/usr/local/lib/pyshrink-stub".into()]);
         allowed.push("pyshrink-stub");
     }
@@ -290,7 +363,9 @@ fn write_multi_stage(
     df.push_str(&format!(
         "{HEADER} {VERSION}; running it again replaces this directory's generated files.\n"
     ));
-    df.push_str(&format!("# {name} (Python {python}): bundled in a builder stage, then copied into an image with nothing else.\n"));
+    df.push_str(&format!(
+        "# {name} (Python {python}): bundled in a builder stage, then copied into an image with nothing else.\n"
+    ));
     df.push_str(&format!("FROM python:{python}-slim AS builder\n"));
     df.push_str("ENV PIP_DISABLE_PIP_VERSION_CHECK=1\n");
     df.push_str("WORKDIR /src\n");
@@ -313,7 +388,14 @@ fn write_multi_stage(
     // Modes set here rather than taken from the build context, which a checkout may have changed.
     df.push_str("COPY rootfs/ /rootfs/\n");
     df.push_str("RUN mkdir -m 1777 /rootfs/tmp && chmod -R u=rwX,go=rX /rootfs/etc\n");
-    df.push_str("COPY src/ /src/\n");
+    if has_data {
+        allowed.push("data");
+        df.push_str("COPY data/ /data/\n");
+    }
+    if has_src {
+        allowed.push("src");
+        df.push_str("COPY src/ /src/\n");
+    }
     df.push_str(&format!("RUN {}\n", serde_json::to_string(&run)?));
     df.push('\n');
     df.push_str("FROM scratch\n");
@@ -325,12 +407,17 @@ fn write_multi_stage(
     ignore.push_str("**/__pycache__\n**/*.pyc\n");
     write_atomic(&dir.join(".dockerignore"), ignore.as_bytes(), 0o644)?;
 
-    let mut summary =
-        format!("Dockerfile (builder on python:{python}-slim), .dockerignore, src/, pyshrink");
-    if !requirements.is_empty() {
-        summary.push_str(", requirements/");
-    }
-    summary.push_str(", rootfs/");
+    let items: Vec<String> = allowed
+        .iter()
+        .map(|a| match dir.join(a).is_dir() {
+            true => format!("{a}/"),
+            false => a.to_string(),
+        })
+        .collect();
+    let summary = format!(
+        "Dockerfile (builder on python:{python}-slim), .dockerignore, {}",
+        items.join(", ")
+    );
     Ok((name, summary))
 }
 
@@ -352,18 +439,23 @@ fn plan_app(app: &AppArgs, entry: &AppEntry, interpreter: &Path) -> Result<pytho
     )
 }
 
-/// Copies the top-level modules and packages the plan found in `app_dir` into `dest`.
-fn copy_app_modules(plan: &python::Plan, app_dir: &Path, dest: &Path, skip: &Path) -> Result<()> {
+/// The top-level modules and packages of `app_dir` that the plan found the app importing, to
+/// copy under `dest`.
+fn app_modules(plan: &python::Plan, app_dir: &Path, dest: &Path) -> Result<Vec<ContextCopy>> {
     let tops: BTreeSet<&str> = plan
         .modules
         .iter()
         .filter(|m| m.origin == "app" && m.name != "__main__")
         .map(|m| m.name.split('.').next().unwrap_or(&m.name))
         .collect();
+    let mut out = Vec::new();
     for top in tops {
         let package = app_dir.join(top);
         if package.is_dir() {
-            copy_tree(&package, &dest.join(top), skip)?;
+            out.push(ContextCopy {
+                from: package,
+                to: dest.join(top),
+            });
             continue;
         }
         let entries = fs::read_dir(app_dir)
@@ -371,14 +463,16 @@ fn copy_app_modules(plan: &python::Plan, app_dir: &Path, dest: &Path, skip: &Pat
         for e in entries.flatten() {
             let file = e.file_name().to_string_lossy().into_owned();
             let is_module = file == format!("{top}.py")
-                || (file.starts_with(&format!("{top}.")) && file.ends_with(".so"))
-                || file == format!("{top}.pyd");
+                || (file.starts_with(&format!("{top}.")) && file.ends_with(".so"));
             if is_module && e.path().is_file() {
-                copy_file(&e.path(), &dest.join(&file))?;
+                out.push(ContextCopy {
+                    from: e.path(),
+                    to: dest.join(&file),
+                });
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Directories never worth sending to a builder: caches, version control, virtualenvs.
@@ -398,7 +492,8 @@ fn skipped_dir(path: &Path) -> bool {
             | ".mypy_cache"
             | ".pytest_cache"
             | ".ruff_cache"
-    ) || path.join("pyvenv.cfg").is_file()
+    ) || name.ends_with(".egg-info")
+        || path.join("pyvenv.cfg").is_file()
 }
 
 /// Copies a directory tree (following symbolic links) without caches, `.pyc` files, version
@@ -457,16 +552,15 @@ fn dir_name(path: &Path) -> Result<String> {
         .into_owned())
 }
 
-/// Copies the requirements files, and the files they include with `-r`/`-c`, into `dest` at
-/// their paths relative to the directory all of them share, so includes still resolve. Returns
-/// the paths (under `dest`) of the files given on the command line.
-fn copy_requirements(
+/// The requirements files and the files they include with `-r`/`-c`, to copy under
+/// `requirements/` at their paths relative to the directory all of them share, so includes
+/// still resolve; and the paths there of the files given on the command line.
+fn requirements(
     files: &[PathBuf],
-    dest: &Path,
     warnings: &mut Vec<String>,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<ContextCopy>, Vec<String>)> {
     if files.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let mut all: Vec<PathBuf> = Vec::new();
     let mut todo: Vec<PathBuf> = Vec::new();
@@ -491,6 +585,10 @@ fn copy_requirements(
         for line in text.lines() {
             let line = line.split(" #").next().unwrap_or("").trim();
             if let Some(inc) = included_file(line) {
+                if inc.contains("://") {
+                    // pip fetches a URL itself, in the builder as here.
+                    continue;
+                }
                 let path = base.join(inc);
                 let canon = path.canonicalize().map_err(|e| {
                     anyhow::anyhow!(
@@ -523,21 +621,23 @@ fn copy_requirements(
                 .unwrap_or_else(|| PathBuf::from("/"));
         }
     }
-    for f in &all {
-        copy_file(
-            f,
-            &dest.join(f.strip_prefix(&root).expect("under the common root")),
-        )?;
-    }
-    Ok(top
+    let rel = |f: &PathBuf| {
+        f.strip_prefix(&root)
+            .expect("under the common root")
+            .to_path_buf()
+    };
+    let copies = all
         .iter()
-        .map(|f| {
-            f.strip_prefix(&root)
-                .expect("under the common root")
-                .to_string_lossy()
-                .into_owned()
+        .map(|f| ContextCopy {
+            from: f.clone(),
+            to: Path::new("requirements").join(rel(f)),
         })
-        .collect())
+        .collect();
+    let names = top
+        .iter()
+        .map(|f| rel(f).to_string_lossy().into_owned())
+        .collect();
+    Ok((copies, names))
 }
 
 /// The file a requirements line includes with `-r`, `--requirement`, `-c` or `--constraint`.
@@ -986,8 +1086,6 @@ fn oci_architecture() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
         other => other,
     }
 }

@@ -115,3 +115,95 @@ fn damaged_bundles_are_refused() {
         assert!(root.extractions().is_empty(), "{what}: nothing extracted");
     }
 }
+
+/// `pyshrink inspect` on a bundle whose contents this test knows.
+#[test]
+fn inspect_reports_contents_libraries_and_modules() {
+    let python = default_python();
+    let dir = tempdir();
+    let app = dir.path().join("knows.py");
+    std::fs::write(&app, "import json\nprint(json.dumps({'ok': True}))\n").unwrap();
+    let out = dir.path().join("knows");
+    let o = pyshrink()
+        .args(["bundle", "-q", "--compression-level", "3", "--python"])
+        .arg(&python)
+        .arg(&app)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_code(&o, 0, "bundle");
+    let o = pyshrink()
+        .arg("inspect")
+        .arg("--json")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_code(&o, 0, "inspect --json");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let size = std::fs::metadata(&out).unwrap().len();
+    assert_eq!(v["size"].as_u64(), Some(size));
+    let version = std::process::Command::new(&python)
+        .args(["-c", "import platform; print(platform.python_version())"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        v["python"].as_str().unwrap(),
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+    assert_eq!(v["entry"]["path"], "app/knows.pyc");
+    let files = v["files"].as_array().unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    for want in [
+        "app/knows.pyc",
+        "bin/python.real",
+        "lib/libc.so.6",
+        "lib/ld-linux-x86-64.so.2",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+    let sizes: Vec<u64> = files.iter().map(|f| f["size"].as_u64().unwrap()).collect();
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "biggest first");
+    let share: f64 = files.iter().map(|f| f["share"].as_f64().unwrap()).sum();
+    assert!(
+        (share - 1.0).abs() < 0.01,
+        "shares add up to the payload: {share}"
+    );
+    let libc = v["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "libc.so.6")
+        .expect("libc listed");
+    assert!(
+        libc["needed_by"].as_str().unwrap().contains("python"),
+        "{libc}"
+    );
+    let json_mod = v["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "json")
+        .expect("json listed");
+    assert_eq!(json_mod["imported_by"], serde_json::json!(["__main__"]));
+
+    let o = pyshrink().arg("inspect").arg(&out).output().unwrap();
+    assert_code(&o, 0, "inspect");
+    let text = stdout(&o);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains(&format!("{:.2} MB", size as f64 / 1e6)),
+        "{text}"
+    );
+    assert!(text.contains("app/knows.pyc") && text.contains("libc.so.6"));
+
+    let o = pyshrink().arg("inspect").arg(&app).output().unwrap();
+    assert_code(&o, 1, "inspect of a non-bundle");
+    assert!(
+        stderr(&o).contains("not a pyshrink bundle"),
+        "{}",
+        stderr(&o)
+    );
+}

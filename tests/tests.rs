@@ -7,3 +7,4 @@ mod errors;
 mod format;
 mod hardening;
 mod image;
+mod packages;

@@ -66,6 +66,27 @@ def startup_modules():
     return [tuple(line.split("\t", 1)) for line in out.splitlines() if "\t" in line]
 
 
+def runtime_site_rel(info):
+    """Where the bundled interpreter's `site` looks for packages, relative to its prefix. The
+    bundle is no virtualenv, so this asks the base interpreter (a venv's own answer would name
+    the venv scheme): `lib/pythonX.Y/site-packages` for upstream CPython, `lib/python3/dist-packages`
+    for Debian's, whose `site` never reads a site-packages directory outside a venv."""
+    import subprocess
+    marker = "/@pyshrink-prefix@"
+    code = "import site, json; print(json.dumps(site.getsitepackages([%r])))" % marker
+    default = os.path.join("lib", "python%d.%d" % tuple(info["version"][:2]), "site-packages")
+    try:
+        out = subprocess.run([info["real_executable"], "-E", "-s", "-S", "-c", code],
+                             stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+        dirs = json.loads(out)
+    except (OSError, ValueError, subprocess.CalledProcessError):
+        return default
+    rels = [os.path.relpath(d, marker) for d in dirs if d.startswith(marker + "/")]
+    # Debian lists /usr/local first: keep that for the administrator's packages.
+    rels = [r for r in rels if not r.startswith("local" + os.sep)] or rels
+    return rels[0] if rels else default
+
+
 # Parts of the stdlib never bundled: test suites, IDLE, Tk, ensurepip, lib2to3, build config.
 PRUNED_TOP = {
     "test", "idlelib", "tkinter", "turtle", "turtledemo", "ensurepip", "lib2to3",
@@ -137,16 +158,19 @@ def strip_docstrings(tree):
     return tree
 
 
-def compile_to(src, dest, display, warnings, strip_docs=False):
+def compile_to(src, dest, display, warnings, strip_docs=False, append=None):
     """Compiles `src` to an unchecked-hash .pyc at `dest` with this interpreter. A syntax error
     in the app is the user's to fix; one in a third-party or stdlib file (Python 2 leftovers,
-    templates named .py) only leaves that file out."""
+    templates named .py) only leaves that file out. `append` is source added at the end of the
+    module (the host-data hooks below)."""
     import ast
     import importlib.util
     from importlib._bootstrap_external import _code_to_hash_pyc
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     with open(src, "rb") as f:
         source = f.read()
+    if append:
+        source = source.rstrip(b"\n") + b"\n\n\n" + append.encode("ascii")
     try:
         tree = ast.parse(source, display)
         if strip_docs:
@@ -161,6 +185,123 @@ def compile_to(src, dest, display, warnings, strip_docs=False):
         return
     with open(dest, "wb") as f:
         f.write(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
+
+
+# What an empty root lacks and a bundled app may need: CA certificates for `ssl` and a time
+# zone database for `zoneinfo`. Copied from the build host into the bundle, and found through
+# code appended to the bundled stdlib module that would otherwise look on the host: it runs only
+# when the app imports that module, so start-up pays nothing, no environment variable is set for
+# child processes to inherit, and no sitecustomize or .pth file is taken from the app.
+HOST_CA_DEST = os.path.join("share", "pyshrink", "cacert.pem")
+HOST_TZ_DEST = os.path.join("share", "pyshrink", "zoneinfo")
+
+# Appended to ssl.py. OpenSSL reads SSL_CERT_FILE and SSL_CERT_DIR itself (-E does not hide them
+# from it), so with either set the bundled file stays out and the user's choice is the only one.
+# Otherwise it is loaded after OpenSSL's own default paths, which still count when the bundle
+# runs on a host that has them. load_default_certs() and create_default_context() go through
+# set_default_verify_paths().
+SSL_HOOK = """\
+def _pyshrink_bundled_cafile():
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    cafile = os.path.join(os.path.dirname(os.path.dirname(here)), %r)
+    default_paths = SSLContext.set_default_verify_paths
+
+    def set_default_verify_paths(self):
+        default_paths(self)
+        env = os.environ
+        if not env.get("SSL_CERT_FILE") and not env.get("SSL_CERT_DIR") and os.path.isfile(cafile):
+            self.load_verify_locations(cafile)
+
+    set_default_verify_paths.__doc__ = default_paths.__doc__
+    SSLContext.set_default_verify_paths = set_default_verify_paths
+
+
+_pyshrink_bundled_cafile()
+del _pyshrink_bundled_cafile
+""" % HOST_CA_DEST
+
+# Appended to zoneinfo/_tzpath.py: the bundled database ends the default search path, so a system
+# database (when the bundle runs where there is one) still comes first, and PYTHONTZPATH (read
+# from os.environ by zoneinfo, so -E does not hide it) or reset_tzpath(to=...) replace it.
+TZ_HOOK = """\
+def _pyshrink_tzpath(default_reset):
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(here))), %r)
+
+    def reset_tzpath(to=None):
+        global TZPATH
+        default_reset(to)
+        if to is None and os.environ.get("PYTHONTZPATH") is None and bundled not in TZPATH:
+            TZPATH = TZPATH + (bundled,)
+
+    reset_tzpath.__doc__ = default_reset.__doc__
+    return reset_tzpath
+
+
+reset_tzpath = _pyshrink_tzpath(reset_tzpath)
+del _pyshrink_tzpath
+reset_tzpath()
+""" % HOST_TZ_DEST
+
+
+def host_ca_file():
+    """The build host's CA bundle: what this interpreter's OpenSSL would read, else the usual
+    places. None when there is none."""
+    candidates = []
+    try:
+        import ssl
+        paths = ssl.get_default_verify_paths()
+        candidates += [paths.cafile, paths.openssl_cafile]
+    except ImportError:
+        pass
+    candidates += ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+                   "/etc/ssl/cert.pem"]
+    for c in candidates:
+        if c and os.path.isfile(c):
+            with open(c, "rb") as f:
+                if b"-----BEGIN CERTIFICATE-----" in f.read():
+                    return os.path.realpath(c)
+    return None
+
+
+def host_zoneinfo_files():
+    """(path, relative name) of every zone of the build host's time zone database, or None.
+    Leaves out right/ and posix/ (copies with other leap-second rules, which zoneinfo never
+    lists) and localtime (the host's own zone). Aliases that are symlinks become copies: the
+    payload holds regular files, and zstd's long-distance matching makes the copies nearly free."""
+    try:
+        import zoneinfo
+        roots = list(zoneinfo.TZPATH)
+    except ImportError:
+        return None
+    for root in roots + ["/usr/share/zoneinfo"]:
+        if not os.path.isdir(root):
+            continue
+        real_root = os.path.realpath(root)
+        out = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            if dirpath == root:
+                dirnames[:] = [d for d in dirnames if d not in ("right", "posix")]
+            dirnames.sort()
+            for f in sorted(filenames):
+                path = os.path.join(dirpath, f)
+                rel = os.path.relpath(path, root)
+                if rel in ("localtime", "posixrules"):
+                    continue
+                target = os.path.realpath(path)
+                if not target.startswith(real_root + os.sep) or not os.path.isfile(target):
+                    continue
+                if f.endswith(".tab"):
+                    out.append((target, rel))
+                    continue
+                with open(target, "rb") as fh:
+                    if fh.read(4) == b"TZif":
+                        out.append((target, rel))
+        if any(not rel.endswith(".tab") for _, rel in out):
+            return out
+    return None
 
 
 def copy(src, dest):
@@ -212,7 +353,64 @@ def make_finder():
         def importers(self, name):
             return sorted(self.by.get(name, ()))
 
+        def _safe_import_hook(self, name, caller, fromlist, level=-1):
+            # modulefinder records a failed `from .mod import name` under the relative name
+            # ("datastructures.Accept"), which then never matches a module and reads as
+            # missing: make it absolute first.
+            if level > 0 and name and caller is not None:
+                try:
+                    parent = self.determine_parent(caller, level=level)
+                except ImportError:
+                    parent = None
+                if parent is not None:
+                    name, level = parent.__name__ + "." + name, 0
+            return modulefinder.ModuleFinder._safe_import_hook(self, name, caller, fromlist, level)
+
+        def find_module(self, name, path, parent=None):
+            """modulefinder's lookup, plus namespace packages (PEP 420: flask.sansio, google.*),
+            which it fails on, and without clearing the import caches on every lookup: nothing
+            changes the files during the analysis."""
+            fullname = parent.__name__ + "." + name if parent is not None else name
+            if fullname in self.excludes:
+                raise ImportError(name)
+            if path is None:
+                if name in sys.builtin_module_names:
+                    return (None, None, ("", "", modulefinder._C_BUILTIN))
+                path = self.path
+            M = importlib_machinery()
+            spec = M.PathFinder.find_spec(name, path)
+            if spec is None:
+                raise ImportError("No module named {!r}".format(name), name=name)
+            if spec.loader is None:
+                if spec.submodule_search_locations:
+                    return (None, os.pathsep.join(spec.submodule_search_locations),
+                            ("", "", NAMESPACE))
+                raise ImportError("No module named {!r}".format(name), name=name)
+            if spec.loader is M.BuiltinImporter:
+                return (None, None, ("", "", modulefinder._C_BUILTIN))
+            if spec.loader is M.FrozenImporter:
+                return (None, None, ("", "", modulefinder._PY_FROZEN))
+            file_path = spec.origin
+            if spec.loader.is_package(name):
+                return (None, os.path.dirname(file_path), ("", "", modulefinder._PKG_DIRECTORY))
+            if isinstance(spec.loader, M.SourceFileLoader):
+                kind = modulefinder._PY_SOURCE
+            elif isinstance(spec.loader, M.ExtensionFileLoader):
+                kind = modulefinder._C_EXTENSION
+            elif isinstance(spec.loader, M.SourcelessFileLoader):
+                kind = modulefinder._PY_COMPILED
+            else:
+                return (None, None, ("", "", modulefinder._SEARCH_ERROR))
+            import io
+            return (io.open_code(file_path), file_path,
+                    (os.path.splitext(file_path)[-1], "rb", kind))
+
         def load_module(self, fqname, fp, pathname, file_info):
+            if file_info[2] == NAMESPACE:
+                m = self.add_module(fqname)
+                m.__file__ = None
+                m.__path__ = pathname.split(os.pathsep)
+                return m
             # Library modules keep demos and self-tests under `if __name__ == "__main__":`
             # (heapq imports doctest there, which imports pdb, pydoc, unittest, asyncio...).
             # That code never runs in a bundle, so scan the module without it. The entry
@@ -242,20 +440,29 @@ def make_finder():
             packages import for real still comes, and the rest is reported so
             `--include-module` can bring it back."""
             A = ast_mod()
+
+            def imported(node):
+                if isinstance(node, A.Import):
+                    return [a.name for a in node.names]
+                if isinstance(node, A.ImportFrom) and not node.level and node.module:
+                    return [node.module]
+                return []
+
+            guarded = set()
             for node in A.walk(tree):
-                if not isinstance(node, A.Try) or not any(catches_import_error(h) for h in node.handlers):
-                    continue
-                for stmt in node.body:
-                    for sub in A.walk(stmt):
-                        names = []
-                        if isinstance(sub, A.Import):
-                            names = [a.name for a in sub.names]
-                        elif isinstance(sub, A.ImportFrom) and not sub.level and sub.module:
-                            names = [sub.module]
-                        for n in names:
-                            top = n.split(".")[0]
-                            if top in SOFT_OPTIONAL and top not in KEEP_OPTIONAL.get(fqname, ()):
-                                self.soft.setdefault(n, set()).add(fqname)
+                if isinstance(node, A.Try) and any(catches_import_error(h) for h in node.handlers):
+                    for stmt in node.body:
+                        guarded.update(id(sub) for sub in A.walk(stmt) if imported(sub))
+            # A module imported both ways (ctypes: `from _ctypes import ...` at the top, one
+            # optional name further down) is a hard dependency.
+            soft, hard = set(), set()
+            for node in A.walk(tree):
+                for n in imported(node):
+                    (soft if id(node) in guarded else hard).add(n)
+            for n in soft - hard:
+                top = n.split(".")[0]
+                if top in SOFT_OPTIONAL and top not in KEEP_OPTIONAL.get(fqname, ()):
+                    self.soft.setdefault(n, set()).add(fqname)
 
     def catches_import_error(handler):
         A = ast_mod()
@@ -279,6 +486,12 @@ def make_finder():
         import ast
         return ast
 
+    def importlib_machinery():
+        import importlib.machinery
+        return importlib.machinery
+
+    NAMESPACE = "namespace"
+    importlib_machinery().PathFinder.invalidate_caches()
     return Finder
 
 
@@ -291,12 +504,18 @@ def plan(req):
     stdlib_dest = os.path.join(stage, "lib", ver)
     stdlib = info["stdlib"]
     dynload = info["dynload"]
-    sites = [os.path.realpath(p) for p in info["site_packages"]]
+    # Packages installed for the build (-r, a project directory) come first, as they would on
+    # sys.path of an environment made from them, then the interpreter's own site dirs.
+    extra_sites = [os.path.realpath(p) for p in req.get("extra_sites", [])]
+    sites = extra_sites + [s for s in (os.path.realpath(p) for p in info["site_packages"])
+                           if s not in extra_sites]
     report = {"layout": info, "modules": [], "missing": [], "elf": [], "entry": None,
-              "distributions": [], "warnings": []}
+              "distributions": [], "warnings": [], "name": None, "host_data": []}
     written = set()
     stdlib_rel = os.path.join("lib", ver, "")
-    site_rel = os.path.join("lib", ver, "site-packages", "")
+    site_rel = os.path.join(runtime_site_rel(info), "")
+    report["site_dir"] = site_rel.rstrip(os.sep)
+    patches = {}
     # Frozen stdlib modules (os, codecs, io, site... since 3.11) are inside libpython; their
     # .pyc would never be read. os.pyc stays: it is CPython's prefix landmark.
     import _imp
@@ -309,7 +528,8 @@ def plan(req):
         written.add(dest)
         if kind == "compile":
             stdlib_code = dest_rel.startswith(stdlib_rel) and not dest_rel.startswith(site_rel)
-            compile_to(src, dest, dest_rel[:-1], report["warnings"], strip_docs=stdlib_code)
+            compile_to(src, dest, dest_rel[:-1], report["warnings"], strip_docs=stdlib_code,
+                       append=patches.get(dest_rel))
         else:
             copy(src, dest)
             if kind == "elf":
@@ -331,9 +551,16 @@ def plan(req):
             rel = os.path.relpath(os.path.realpath(path), os.path.realpath(stdlib))
             emit(path, os.path.join("lib", ver, rel), "elf")
 
+    def data_kind(path):
+        return "elf" if is_elf(path) else "copy"
+
+    dists = distributions(sites)
+
     # The app.
     entry = req["entry"]
     app_dir = None
+    search = []
+    generated = None
     if entry["kind"] == "script":
         script = os.path.abspath(entry["path"])
         app_dir = os.path.dirname(script)
@@ -350,28 +577,91 @@ def plan(req):
                 emit(path, os.path.join("app", rel), "elf" if path.endswith(".so") else "copy")
         report["entry"] = {"kind": "script", "path": "app/__main__.pyc"}
         search = [app_dir]
+    elif entry["kind"] == "entrypoint":
+        script_name, target = pick_entry_point(dists, sites, entry.get("name"),
+                                               entry.get("project_dir"))
+        import tempfile
+        generated = tempfile.mkdtemp(prefix="pyshrink-entry")
+        runner = os.path.join(generated, "__main__.py")
+        with open(runner, "w") as f:
+            f.write(entry_point_runner(target))
+        # __main__, not the script's name: a console script is often named like its package,
+        # and app/ is first on sys.path.
+        emit(runner, os.path.join("app", "__main__.pyc"), "compile")
+        report["entry"] = {"kind": "script", "path": "app/__main__.pyc"}
+        report["name"] = script_name
     else:
         app_dir = os.path.abspath(entry.get("cwd") or os.getcwd())
         report["entry"] = {"kind": "module", "name": entry["name"]}
         search = [app_dir]
 
-    finder = Finder(path=search + sys.path, stdlib=stdlib, sites=sites,
+    # sys.path[0] is this planner's own temporary directory: not a place to find the app's modules.
+    finder = Finder(path=search + extra_sites + sys.path[1:], stdlib=stdlib, sites=sites,
                     excludes=req.get("exclude", []) + sorted(PRUNED_TOP))
-    if entry["kind"] == "module":
-        finder.import_hook(entry["name"])
-        try:
-            finder.import_hook(entry["name"] + ".__main__")
-        except ImportError:
-            pass
-        finder.import_hook("runpy")
-    else:
-        main = entry["path"] if entry["kind"] == "script" else os.path.join(app_dir, "__main__.py")
-        finder.run_script(main)
+    try:
+        if entry["kind"] == "module":
+            finder.import_hook(entry["name"])
+            try:
+                finder.import_hook(entry["name"] + ".__main__")
+            except ImportError:
+                pass
+            finder.import_hook("runpy")
+        elif generated:
+            finder.run_script(os.path.join(generated, "__main__.py"))
+        else:
+            main = entry["path"] if entry["kind"] == "script" else os.path.join(app_dir, "__main__.py")
+            finder.run_script(main)
+    finally:
+        if generated:
+            import shutil
+            shutil.rmtree(generated, ignore_errors=True)
+    if entry["kind"] == "entrypoint":
+        module = target.split(":")[0].strip()
+        if module not in finder.modules:
+            raise UserError("entry point %s = %s: module %r cannot be imported"
+                            % (script_name, target, module))
     for name in req.get("include", []):
         try:
             finder.import_hook(name)
         except ImportError:
             raise SystemExit("module %r given to --include-module cannot be imported" % name)
+
+    stdlib_all = req.get("stdlib") == "all"
+
+    # What the host quietly provides and an empty root lacks. `--stdlib all` brings ssl and
+    # zoneinfo whether the app reaches them or not, so it brings what they read too.
+    if req.get("ca_certs", True) and ("ssl" in finder.modules or stdlib_all):
+        cafile = host_ca_file()
+        if cafile is None:
+            report["warnings"].append(
+                "no CA certificates on this machine to bundle: HTTPS certificate checks will fail "
+                "in an empty root unless the app brings its own (certifi) or SSL_CERT_FILE is set")
+        elif os.path.exists(os.path.join(stdlib, "ssl.py")):
+            emit(cafile, HOST_CA_DEST, "copy")
+            patches[os.path.join("lib", ver, "ssl.pyc")] = SSL_HOOK
+            report["host_data"].append({"what": "ca-certificates", "source": cafile,
+                                        "dest": HOST_CA_DEST})
+    if req.get("tzdata", True) and ("zoneinfo" in finder.modules or stdlib_all) \
+            and os.path.exists(os.path.join(stdlib, "zoneinfo", "_tzpath.py")):
+        # An installed tzdata distribution is what zoneinfo would fall back to on the build
+        # host: bundle it (it is imported by name at run time, so analysis never reaches it).
+        if "tzdata" not in finder.modules:
+            try:
+                finder.import_hook("tzdata")
+            except ImportError:
+                pass
+        if "tzdata" not in finder.modules:
+            zones = host_zoneinfo_files()
+            if zones is None:
+                report["warnings"].append(
+                    "no time zone database on this machine to bundle: zoneinfo will find no zones "
+                    "in an empty root; install the tzdata distribution for the app")
+            else:
+                for path, rel in zones:
+                    emit(path, os.path.join(HOST_TZ_DEST, rel), "copy")
+                patches[os.path.join("lib", ver, "zoneinfo", "_tzpath.pyc")] = TZ_HOOK
+                report["host_data"].append({"what": "tzdata", "source": os.path.dirname(zones[0][0]),
+                                            "dest": HOST_TZ_DEST, "files": len(zones)})
 
     # What the interpreter imports before any user code, taken as files rather than followed:
     # following `site` would drag in pydoc (for `help()`) and with it half the stdlib.
@@ -379,7 +669,6 @@ def plan(req):
         if path and not pruned(name) and under(path, stdlib) and not any(under(path, s) for s in sites):
             stdlib_file(path)
 
-    stdlib_all = req.get("stdlib") == "all"
     if stdlib_all:
         for path in module_files(stdlib):
             rel = os.path.relpath(path, stdlib)
@@ -412,8 +701,17 @@ def plan(req):
     if "socket" in finder.modules:
         for name in ("stringprep", "unicodedata"):
             finder.import_hook(name)
+    # sysconfig reads the build configuration from a module it imports by a computed name
+    # (zoneinfo asks it for TZPATH, for one).
+    if "sysconfig" in finder.modules:
+        import sysconfig
+        get_name = getattr(sysconfig, "_get_sysconfigdata_name", None)
+        if get_name is not None:
+            try:
+                finder.import_hook(get_name())
+            except ImportError:
+                pass
 
-    dists = distributions(sites)
     used_dists = set()
     for name, mod in sorted(finder.modules.items()):
         path = mod.__file__
@@ -428,7 +726,7 @@ def plan(req):
                                           "imported_by": finder.importers(name)})
                 continue
             rel = os.path.relpath(path, site)
-            dest = os.path.join("lib", ver, "site-packages", rel)
+            dest = os.path.join(site_rel, rel)
             emit(path, dest + "c" if path.endswith(".py") else dest,
                  "compile" if path.endswith(".py") else "elf" if path.endswith(".so") else "copy")
             report["modules"].append({"name": name, "origin": "site", "dist": None,
@@ -448,6 +746,8 @@ def plan(req):
             report["modules"].append({"name": name, "origin": "stdlib",
                                       "imported_by": finder.importers(name)})
 
+    # A distribution comes whole: its data files (read through __file__ or importlib.resources),
+    # the modules it loads by name, and its .dist-info (importlib.metadata, entry points).
     for key in sorted(used_dists):
         d = dists["dists"][key]
         report["distributions"].append({"name": d["name"], "version": d["version"]})
@@ -455,27 +755,96 @@ def plan(req):
             if not os.path.isfile(path):
                 continue
             rel = os.path.relpath(path, d["site"])
-            dest = os.path.join("lib", ver, "site-packages", rel)
+            dest = os.path.join(site_rel, rel)
             if path.endswith(".py"):
                 emit(path, dest + "c", "compile")
-            elif path.endswith(".pyc") or "__pycache__" in rel.split(os.sep):
+            elif path.endswith((".pyc", ".pyi")) or "__pycache__" in rel.split(os.sep):
+                # Type stubs are for type checkers, never read at run time.
                 continue
             else:
-                emit(path, dest, "elf" if is_elf(path) else "copy")
+                emit(path, dest, data_kind(path))
+
+    # --include-data SRC:DEST, DEST relative to app/.
+    for src, dest in req.get("include_data", []):
+        base = os.path.normpath(os.path.join("app", dest))
+        if os.path.isdir(src):
+            for dirpath, dirnames, filenames in os.walk(src):
+                dirnames.sort()
+                for f in sorted(filenames):
+                    path = os.path.join(dirpath, f)
+                    if os.path.isfile(path):
+                        emit(path, os.path.join(base, os.path.relpath(path, src)), data_kind(path))
+        else:
+            emit(src, base, data_kind(src))
 
     # any_missing_maybe() separates real misses from `from pkg import name` of attributes;
     # modules of other platforms are expected to be missing here.
+    # Only packages found nowhere are reported, by their top-level name: a miss inside a found
+    # package is nearly always `from pkg import name` of something that module defines at run
+    # time (multiprocessing, asyncio), not an uninstalled distribution.
     missing, _maybe = finder.any_missing_maybe()
-    report["missing"] = sorted(
-        n for n in missing
+    report["missing"] = sorted(set(
+        n.split(".")[0] for n in missing
         if not pruned(n) and n.split(".")[0] not in sys.builtin_module_names
-        and n.split(".")[0] not in OTHER_PLATFORMS and n != "os.path")
+        and n.split(".")[0] not in OTHER_PLATFORMS and n.split(".")[0] not in finder.modules))
     report["optional_left_out"] = [
         {"name": n, "imported_by": sorted(by)} for n, by in sorted(finder.soft.items())
         if n not in finder.modules and not pruned(n) and n.split(".")[0] not in OTHER_PLATFORMS
         and n.split(".")[0] not in sys.builtin_module_names]
+    for p in patches:
+        if os.path.join(stage, p) not in written:
+            report["warnings"].append("host data hook for %s was not staged" % p)
     report["elf"].sort()
     return report
+
+
+def pick_entry_point(dists, sites, name, project_dir):
+    """The console script to run: `name` among the project's (or every installed
+    distribution's) [project.scripts], or the project's only one. -> (name, "module:attr")."""
+    if project_dir:
+        from urllib.parse import unquote
+        url = "file://" + os.path.realpath(project_dir)
+        owners = [d for d in dists["dists"].values() if unquote(d["url"]).rstrip("/") == url]
+        if not owners:
+            raise UserError("project `%s` was installed, but no installed distribution comes "
+                            "from it" % project_dir)
+        where = "project %s" % owners[0]["name"]
+    else:
+        owners = sorted(dists["dists"].values(), key=lambda d: (sites.index(d["site"]), d["name"].lower()))
+        where = "the installed distributions"
+    scripts = []
+    for d in owners:
+        for n, target in d.get("scripts", []):
+            if all(n != s[0] for s in scripts):
+                scripts.append((n, target))
+    names = ", ".join(sorted(s[0] for s in scripts))
+    if name:
+        for n, target in scripts:
+            if n == name:
+                return n, target
+        raise UserError("no console script `%s` in %s%s" % (
+            name, where, " (there are: %s)" % names if names else ""))
+    if not scripts:
+        raise UserError("%s defines no console scripts ([project.scripts])\n\nhint: pass -m MODULE "
+                        "to run one of its modules" % where)
+    if len(scripts) > 1:
+        raise UserError("%s defines several console scripts: %s\n\nhint: pick one with --entry NAME"
+                        % (where, names))
+    return scripts[0]
+
+
+def entry_point_runner(target):
+    """Source of the script a console script entry point `module:attr.sub [extras]` runs,
+    as pip's generated wrappers do it."""
+    target = target.split("[", 1)[0].strip()
+    module, _, attr = target.partition(":")
+    module, attr = module.strip(), attr.strip()
+    if not attr:
+        raise UserError("entry point `%s` names no function (module:function)" % target)
+    first, _, rest = attr.partition(".")
+    call = first + ("." + rest if rest else "")
+    return ("import sys\nfrom %s import %s\n\nif __name__ == '__main__':\n    sys.exit(%s())\n"
+            % (module, first, call))
 
 
 def is_elf(path):
@@ -523,11 +892,45 @@ def distributions(sites):
             for dirpath, _, filenames in os.walk(info):
                 for f in filenames:
                     files.add(real(os.path.join(dirpath, f)))
-            key = name.lower().replace("_", "-")
-            dists[key] = {"name": name, "version": version, "site": site, "files": sorted(files)}
+            # Normalized as PEP 503 does; the first site dir holding a distribution wins, as
+            # the first sys.path entry would.
+            key = "-".join(name.lower().replace("_", "-").replace(".", "-").split("-"))
+            if key in dists:
+                continue
+            dists[key] = {"name": name, "version": version, "site": site, "files": sorted(files),
+                          "scripts": console_scripts(os.path.join(info, "entry_points.txt")),
+                          "url": direct_url(os.path.join(info, "direct_url.json"))}
             for p in files:
                 by_file.setdefault(p, key)
     return {"by_file": by_file, "dists": dists}
+
+
+def console_scripts(path):
+    """[(name, "module:attr")] of an entry_points.txt's console_scripts section."""
+    out, section = [], None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line or line.startswith(("#", ";")):
+                    continue
+                if line.startswith("[") and line.endswith("]"):
+                    section = line[1:-1].strip()
+                elif section == "console_scripts" and "=" in line:
+                    name, _, target = line.partition("=")
+                    out.append((name.strip(), target.strip()))
+    except OSError:
+        pass
+    return out
+
+
+def direct_url(path):
+    """The URL a distribution was installed from (PEP 610), "" when unknown."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("url", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def main():

@@ -18,6 +18,9 @@ const BLOCK: usize = 512;
 pub const MAX_PATH: usize = 4096;
 /// Largest pax extended header accepted.
 const MAX_PAX: u64 = 64 * 1024;
+/// Largest entry accepted: far past any real file, and small enough that size + padding and
+/// running offsets never overflow.
+pub const MAX_ENTRY: u64 = 1 << 40;
 
 /// A byte stream: the decompressed payload in the launcher, a slice in tests and tools.
 pub trait Source {
@@ -254,8 +257,17 @@ fn parse_octal(raw: &[u8]) -> Result<u64, FormatError> {
     Ok(value)
 }
 
-/// Sizes use octal, or GNU base-256 (high bit of the first byte set) past 8 GiB.
+/// Sizes use octal, or GNU base-256 (high bit of the first byte set) past 8 GiB; either way
+/// at most [`MAX_ENTRY`].
 fn parse_size(raw: &[u8]) -> Result<u64, FormatError> {
+    let size = parse_size_field(raw)?;
+    if size > MAX_ENTRY {
+        return Err(corrupt("archive entry size out of range"));
+    }
+    Ok(size)
+}
+
+fn parse_size_field(raw: &[u8]) -> Result<u64, FormatError> {
     if raw[0] & 0x80 == 0 {
         return parse_octal(raw);
     }
@@ -401,6 +413,24 @@ mod tests {
             assert!(
                 matches!(read_all(bytes), Err(FormatError::Corrupt(_))),
                 "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_sizes_are_corrupt() {
+        for kind in [b'0', b'5'] {
+            let mut h = header(b"d", kind, 0, b"");
+            h[124..136].copy_from_slice(&[
+                0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ]);
+            h[148..156].copy_from_slice(b"        ");
+            let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+            h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+            let bytes = archive(&[(h, b"")]);
+            assert_eq!(
+                read_all(&bytes).unwrap_err(),
+                FormatError::Corrupt("archive entry size out of range")
             );
         }
     }

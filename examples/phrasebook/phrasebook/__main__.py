@@ -1,0 +1,5 @@
+import sys
+
+from phrasebook.cli import main
+
+sys.exit(main())
