@@ -28,6 +28,10 @@ demo: build
 bench: build deps
 	tests/bench.sh
 
+# Fuzz the bundle format decoders (seconds per target; default 30).
+fuzz:
+	tests/fuzz.sh $(or $(SECONDS),30)
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
