@@ -43,6 +43,8 @@ if [ "$(cat "$tools/.stamp" 2>/dev/null)" != "$stamp" ]; then
     echo "$stamp" >"$tools/.stamp"
 fi
 
-exec "$BENCH_PYTHON" "$root/tests/bench/bench.py" \
+out=${BENCH_OUT:-$root/BENCHMARKS.md}
+"$BENCH_PYTHON" "$root/tests/bench/bench.py" \
     --root "$root" --work "$work" --pyshrink "$pyshrink" --python "$BENCH_PYTHON" \
-    --tools "$tools" --requirements "$reqs" --out "${BENCH_OUT:-$root/BENCHMARKS.md}"
+    --tools "$tools" --requirements "$reqs" --out "$out"
+"$root/tests/bench/large_payload.sh" "$pyshrink" "$BENCH_PYTHON" "$work" | tee -a "$out"
