@@ -13,7 +13,7 @@ deps:
 	@tests/deps.sh
 
 test: deps
-	$(CARGO) test --release -- --test-threads=2
+	HADOLINT=$(CURDIR)/target/tools/bin/hadolint $(CARGO) test --release -- --test-threads=2
 
 # Bundles hello and runs it, then bundles mountains and queries it once.
 demo: build

