@@ -300,7 +300,8 @@ impl Pip {
         ] {
             cmd.env_remove(var);
         }
-        cmd.env("PIP_REQUIRE_VIRTUALENV", "0");
+        cmd.env("PIP_REQUIRE_VIRTUALENV", "0")
+            .env("PIP_ROOT_USER_ACTION", "ignore");
         cmd
     }
 

@@ -188,10 +188,11 @@ def compile_to(src, dest, display, warnings, strip_docs=False, append=None):
 
 
 # What an empty root lacks and a bundled app may need: CA certificates for `ssl` and a time
-# zone database for `zoneinfo`. Copied from the build host into the bundle, and found through
-# code appended to the bundled stdlib module that would otherwise look on the host: it runs only
-# when the app imports that module, so start-up pays nothing, no environment variable is set for
-# child processes to inherit, and no sitecustomize or .pth file is taken from the app.
+# zone database for `zoneinfo`. Copied from the build host into the bundle (relative to the
+# prefix, which is the extraction directory), and found through code appended to the bundled
+# stdlib module that would otherwise look on the host: it runs only when the app imports that
+# module, so start-up pays nothing, no environment variable is set for child processes to
+# inherit, and no sitecustomize or .pth file is taken from the app.
 HOST_CA_DEST = os.path.join("share", "pyshrink", "cacert.pem")
 HOST_TZ_DEST = os.path.join("share", "pyshrink", "zoneinfo")
 
@@ -203,8 +204,8 @@ HOST_TZ_DEST = os.path.join("share", "pyshrink", "zoneinfo")
 SSL_HOOK = """\
 def _pyshrink_bundled_cafile():
     import os
-    here = os.path.dirname(os.path.abspath(__file__))
-    cafile = os.path.join(os.path.dirname(os.path.dirname(here)), %r)
+    import sys
+    cafile = os.path.join(sys.base_prefix, %r)
     default_paths = SSLContext.set_default_verify_paths
 
     def set_default_verify_paths(self):
@@ -227,8 +228,8 @@ del _pyshrink_bundled_cafile
 TZ_HOOK = """\
 def _pyshrink_tzpath(default_reset):
     import os
-    here = os.path.dirname(os.path.abspath(__file__))
-    bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(here))), %r)
+    import sys
+    bundled = os.path.join(sys.base_prefix, %r)
 
     def reset_tzpath(to=None):
         global TZPATH
