@@ -97,7 +97,7 @@ PRUNED_DIRS = {"test", "tests", "idle_test", "__pycache__"}
 DEV_ONLY = {"doctest", "unittest", "pdb", "pydoc", "bdb", "trace", "profile", "cProfile", "pstats"}
 # Stdlib modules that exist only when CPython was built with an optional system library, and
 # that the rest of the stdlib treats as optional.
-SOFT_OPTIONAL = {"ssl", "_ssl", "_hashlib", "lzma", "_lzma", "bz2", "_bz2", "readline", "ctypes",
+SOFT_OPTIONAL = {"tracemalloc", "ssl", "_ssl", "_hashlib", "lzma", "_lzma", "bz2", "_bz2", "readline", "ctypes",
                  "_ctypes", "_uuid", "sqlite3", "_sqlite3", "curses", "_curses", "dbm", "_dbm",
                  "_gdbm", "_tkinter"}
 # Optional stdlib imports that are followed all the same: urllib.request without ssl cannot
@@ -108,6 +108,12 @@ OTHER_PLATFORMS = {"nt", "msvcrt", "winreg", "_winreg", "_winapi", "_overlapped"
                    "_scproxy", "org", "java", "vms_lib", "_frozen_importlib", "os.path",
                    "_frozen_importlib_external", "_wmi", "_msi", "_dummy_threading", "riscos",
                    "riscosenviron", "riscospath", "ce", "os2", "MacOS", "macpath", "_emscripten_info"}
+# The import system itself, frozen into every CPython 3 (importlib imports the .py only when
+# the frozen copy is missing). Scanning the source would follow its lazy hooks into
+# importlib.metadata, email, zipfile, tempfile, random, decimal...
+ALWAYS_FROZEN = ["importlib._bootstrap", "importlib._bootstrap_external"]
+# Functions of stdlib modules that are their command lines and self-tests.
+MODULE_CLI = {"main", "_main", "test", "_test", "_testit", "demo", "_demo"}
 # Test-only extension modules of the stdlib.
 PRUNED_EXT = {"xxlimited", "xxlimited_35", "xxsubtype", "_ctypes_test"}
 
@@ -329,6 +335,7 @@ def make_finder():
             self.stdlib = k.pop("stdlib", None)
             self.sites = k.pop("sites", [])
             self.soft = {}
+            self.user_imported = set()
             modulefinder.ModuleFinder.__init__(self, *a, **k)
             self.by = {}
 
@@ -341,6 +348,9 @@ def make_finder():
                 return None
             if caller is not None and caller.__name__ in self.soft.get(name, ()):
                 return None
+            if caller is None or not (caller.__file__ and self.stdlib and under(caller.__file__, self.stdlib)
+                                      and not self.in_site(caller.__file__)):
+                self.user_imported.add(name)
             who = caller.__name__ if caller is not None else "<entry>"
             before = set(self.modules)
             try:
@@ -353,6 +363,24 @@ def make_finder():
 
         def importers(self, name):
             return sorted(self.by.get(name, ()))
+
+        def harden_user_facing(self):
+            """A guarded stdlib import stays optional only while the stdlib alone reaches the
+            module that makes it: an app that imports hashlib itself may call pbkdf2_hmac or
+            scrypt (OpenSSL only since 3.12), one that imports http.client may open HTTPS."""
+            changed = True
+            while changed:
+                changed = False
+                for name, importers in sorted(self.soft.items()):
+                    if (name not in self.modules and importers & self.user_imported
+                            and not name.startswith("_py")):
+                        self.soft.pop(name)
+                        try:
+                            self.import_hook(name)
+                        except ImportError:
+                            pass
+                        changed = True
+                        break
 
         def _safe_import_hook(self, name, caller, fromlist, level=-1):
             # modulefinder records a failed `from .mod import name` under the relative name
@@ -421,7 +449,11 @@ def make_finder():
                 return modulefinder.ModuleFinder.load_module(self, fqname, fp, pathname, file_info)
             import ast
             tree = ast.parse(fp.read(), pathname)
-            tree.body = [n for n in tree.body if not is_main_guard(n)]
+            stdlib_code = self.stdlib and under(pathname, self.stdlib) and not self.in_site(pathname)
+            # The stdlib's `main()`/`_test()` functions are its `python -m` command lines and
+            # self-tests (tokenize.main imports argparse); only that entry calls them.
+            tree.body = [n for n in tree.body if not is_main_guard(n)
+                         and not (stdlib_code and isinstance(n, ast.FunctionDef) and n.name in MODULE_CLI)]
             if self.stdlib and under(pathname, self.stdlib) and not self.in_site(pathname):
                 self.soften(fqname, tree)
             m = self.add_module(fqname)
@@ -450,10 +482,23 @@ def make_finder():
                 return []
 
             guarded = set()
+            fallbacks = set()
             for node in A.walk(tree):
                 if isinstance(node, A.Try) and any(catches_import_error(h) for h in node.handlers):
+                    tried = []
                     for stmt in node.body:
-                        guarded.update(id(sub) for sub in A.walk(stmt) if imported(sub))
+                        for sub in A.walk(stmt):
+                            if imported(sub):
+                                guarded.add(id(sub))
+                                tried += imported(sub)
+                    # `try: from _decimal import * / except ImportError: from _pydecimal
+                    # import *`: with the C module present the pure-Python one never loads.
+                    if tried and all(module_exists(t) for t in tried):
+                        for h in node.handlers:
+                            for stmt in h.body:
+                                for sub in A.walk(stmt):
+                                    fallbacks.update(n for n in imported(sub)
+                                                     if n.split(".")[0].startswith("_py"))
             # A module imported both ways (ctypes: `from _ctypes import ...` at the top, one
             # optional name further down) is a hard dependency.
             soft, hard = set(), set()
@@ -464,6 +509,15 @@ def make_finder():
                 top = n.split(".")[0]
                 if top in SOFT_OPTIONAL and top not in KEEP_OPTIONAL.get(fqname, ()):
                     self.soft.setdefault(n, set()).add(fqname)
+            for n in fallbacks:
+                self.soft.setdefault(n, set()).add(fqname)
+
+    def module_exists(name):
+        import importlib.util
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
 
     def catches_import_error(handler):
         A = ast_mod()
@@ -598,7 +652,7 @@ def plan(req):
 
     # sys.path[0] is this planner's own temporary directory: not a place to find the app's modules.
     finder = Finder(path=search + extra_sites + sys.path[1:], stdlib=stdlib, sites=sites,
-                    excludes=req.get("exclude", []) + sorted(PRUNED_TOP))
+                    excludes=req.get("exclude", []) + sorted(PRUNED_TOP) + ALWAYS_FROZEN)
     try:
         if entry["kind"] == "module":
             finder.import_hook(entry["name"])
@@ -626,6 +680,7 @@ def plan(req):
             finder.import_hook(name)
         except ImportError:
             raise SystemExit("module %r given to --include-module cannot be imported" % name)
+    finder.harden_user_facing()
 
     stdlib_all = req.get("stdlib") == "all"
 
@@ -791,6 +846,7 @@ def plan(req):
     report["optional_left_out"] = [
         {"name": n, "imported_by": sorted(by)} for n, by in sorted(finder.soft.items())
         if n not in finder.modules and not pruned(n) and n.split(".")[0] not in OTHER_PLATFORMS
+        and not n.startswith("_py")
         and n.split(".")[0] not in sys.builtin_module_names]
     for p in patches:
         if os.path.join(stage, p) not in written:
