@@ -96,6 +96,9 @@ pub fn target(args: &AppArgs) -> Result<(Target, String)> {
         )
     };
     if meta.is_dir() {
+        fs::read_dir(path).map_err(|e| {
+            anyhow::anyhow!("directory `{}` cannot be read: {e}\n\nhint: check its permissions, or bundle as a user who can read it", path.display())
+        })?;
         let main = path.join("__main__.py").is_file();
         if !main && (path.join("pyproject.toml").is_file() || path.join("setup.py").is_file()) {
             let project = path

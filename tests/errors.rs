@@ -93,3 +93,42 @@ fn bad_inputs_give_one_clear_error() {
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     assert!(!nowhere.parent().unwrap().exists());
 }
+
+/// A directory the user cannot read: named, with the cause, not "has no __main__.py".
+#[test]
+fn unreadable_directory_is_named() {
+    let Some(python) = interpreter("debian-3.11") else {
+        eprintln!("no Debian python3.11: skipped (the test runs pyshrink as another user)");
+        return;
+    };
+    let dir = tempdir();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let app = dir.path().join("secret");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(app.join("__main__.py"), "print(1)\n").unwrap();
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    let out = dir.path().join("out");
+    // As root every directory is readable: run as nobody.
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_pyshrink"))
+        .args(["bundle", "-q", "--python"])
+        .arg(&python)
+        .arg(&app)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_code(&o, 1, "unreadable directory");
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("directory `{}` cannot be read", app.display())),
+        "{err}"
+    );
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(!out.exists());
+}

@@ -512,13 +512,6 @@ def make_finder():
             for n in fallbacks:
                 self.soft.setdefault(n, set()).add(fqname)
 
-    def module_exists(name):
-        import importlib.util
-        try:
-            return importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):
-            return False
-
     def catches_import_error(handler):
         A = ast_mod()
         t = handler.type
@@ -548,6 +541,14 @@ def make_finder():
     NAMESPACE = "namespace"
     importlib_machinery().PathFinder.invalidate_caches()
     return Finder
+
+
+def module_exists(name):
+    import importlib.util
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def plan(req):
@@ -681,6 +682,10 @@ def plan(req):
         except ImportError:
             raise SystemExit("module %r given to --include-module cannot be imported" % name)
     finder.harden_user_facing()
+    # The frozen import system's lazy hooks (see ALWAYS_FROZEN): FileLoader.get_resource_reader
+    # imports importlib.readers for importlib.resources (3.10+).
+    if "importlib.resources" in finder.modules and module_exists("importlib.readers"):
+        finder.import_hook("importlib.readers")
 
     stdlib_all = req.get("stdlib") == "all"
 
