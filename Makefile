@@ -15,11 +15,17 @@ deps:
 test: deps
 	HADOLINT=$(CURDIR)/target/tools/bin/hadolint $(CARGO) test --release -- --test-threads=2
 
-# Bundles hello and runs it, then bundles mountains and queries it once.
+# Bundles hello and runs it (in an empty root too, with bubblewrap), then bundles mountains
+# and queries it once.
 demo: build
 	mkdir -p dist
 	$(PYSHRINK) bundle examples/hello/app.py --python $(PYTHON) -o dist/hello
 	./dist/hello "from a single file" --exit=0
+	@if command -v bwrap >/dev/null; then \
+	  root=$$(mktemp -d); mkdir $$root/proc $$root/dev; cp dist/hello $$root/app; \
+	  echo "in an empty root (only /app, /proc, /dev):"; \
+	  bwrap --bind $$root / --proc /proc --dev /dev --unshare-pid --clearenv /app "FROM scratch"; \
+	  rm -rf $$root; fi
 	$(PYSHRINK) bundle examples/mountains/app.py --python $(PYTHON) -o dist/mountains
 	@PORT=18080 ./dist/mountains & pid=$$!; \
 	  for i in 1 2 3 4 5 6 7 8 9 10; do curl -fsS localhost:18080/ 2>/dev/null && break; sleep 0.5; done; \
