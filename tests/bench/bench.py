@@ -213,12 +213,18 @@ class Example:
         self.tools_bin = None   # bin/ holding PyInstaller, staticx, Nuitka for this example
         self.expected = None    # (exit status, stdout) of `python app.py`
         self.runs = 0
+        # Arguments every tool runs the app with, one per line in `bench-args` (a CLI without
+        # arguments prints a usage line naming itself, which differs from tool to tool).
+        args = os.path.join(path, "bench-args")
+        self.args = read_text(args).splitlines() if os.path.exists(args) else []
 
 
 def discover_examples(root):
+    """Every examples/*/app.py, or those named in $BENCH_EXAMPLES (comma-separated)."""
     base = os.path.join(root, "examples")
+    only = [n for n in os.environ.get("BENCH_EXAMPLES", "").split(",") if n]
     found = [os.path.join(base, d) for d in sorted(os.listdir(base))
-             if os.path.isfile(os.path.join(base, d, "app.py"))]
+             if os.path.isfile(os.path.join(base, d, "app.py")) and (not only or d in only)]
     return [Example(p) for p in found]
 
 
@@ -464,7 +470,7 @@ def empty_root(binary, example, with_tmp, scratch):
             # bwrap does not forward signals, so the whole group gets the SIGTERM.
             run_server(cmd, clean_env(), example.dir, port, term_group=True)
             return "yes"
-        r, stderr = run_to_exit(cmd + ["/app"], clean_env(), example.dir)
+        r, stderr = run_to_exit(cmd + ["/app"] + example.args, clean_env(), example.dir)
         if (r.code, r.stdout) != example.expected:
             raise Failure(error_summary(stderr, describe_exit(r.code)), error_details(stderr))
         return "yes"
@@ -536,7 +542,7 @@ class Bench:
             r = run_server([ex.baseline_python, ex.app], clean_env(PORT=str(port)), ex.dir, port)
             ex.expected = (r.code, "")
         else:
-            r, stderr = run_to_exit([ex.baseline_python, ex.app], clean_env(), ex.dir)
+            r, stderr = run_to_exit([ex.baseline_python, ex.app] + ex.args, clean_env(), ex.dir)
             if r.code != 0:
                 raise SystemExit("bench: python3 %s fails: %s" % (ex.app, error_summary(stderr, describe_exit(r.code))))
             ex.expected = (r.code, r.stdout)
@@ -653,14 +659,14 @@ class Bench:
 
     def make_targets(self, ex):
         extract = os.path.join(self.work, "extract", ex.name)
-        targets = [Target(PYTHON, ex, [ex.baseline_python, ex.app], mode="cold")]
+        targets = [Target(PYTHON, ex, [ex.baseline_python, ex.app] + ex.args, mode="cold")]
         shrink = self.builds[(PYSHRINK, ex.name)]["path"]
-        targets.append(Target(PYSHRINK, ex, [shrink], os.path.join(extract, "cold"), "cold"))
-        targets.append(Target(PYSHRINK, ex, [shrink], os.path.join(extract, "warm"), "warm"))
+        targets.append(Target(PYSHRINK, ex, [shrink] + ex.args, os.path.join(extract, "cold"), "cold"))
+        targets.append(Target(PYSHRINK, ex, [shrink] + ex.args, os.path.join(extract, "warm"), "warm"))
         for tool in (PYINSTALLER, STATICX, STATICX_FIX, NUITKA):
             b = self.builds.get((tool, ex.name))
             if b and not b.get("failure"):
-                targets.append(Target(tool, ex, [b["path"]], mode="cold"))
+                targets.append(Target(tool, ex, [b["path"]] + ex.args, mode="cold"))
         return targets
 
     def measure(self, ex, runs):
