@@ -13,7 +13,7 @@ deps:
 	@tests/deps.sh
 
 test: deps
-	HADOLINT=$(CURDIR)/target/tools/bin/hadolint $(CARGO) test --release -- --test-threads=2
+	HADOLINT=$(CURDIR)/target/tools/bin/hadolint $(CARGO) test --workspace --release -- --test-threads=2
 
 # Bundles hello and runs it (in an empty root too, with bubblewrap), then bundles mountains
 # and queries it once.
