@@ -269,15 +269,7 @@ fn module_and_directory_apps() {
     assert_eq!(stdout(&o), "greeter ['x']\n");
 
     let out2 = dir.path().join("dir-bin");
-    let o = pyshrink()
-        .args(["bundle", "-q", "--compression-level", "3", "--python"])
-        .arg(&python)
-        .arg(&tool)
-        .arg("-o")
-        .arg(&out2)
-        .output()
-        .unwrap();
-    assert_code(&o, 0, "bundle a directory");
+    assert_code(&bundle_to(&tool, &python, &out2), 0, "bundle a directory");
     let o = Root::new(&out2).run(&["y"]);
     assert_code(&o, 0, "directory app in empty root");
     assert_eq!(stdout(&o), "tool ['y']\n");

@@ -81,14 +81,7 @@ fn bad_inputs_give_one_clear_error() {
     );
 
     let nowhere = dir.path().join("no-such-dir/app");
-    let o = pyshrink()
-        .args(["bundle", "-q", "--compression-level", "1", "--python"])
-        .arg(&python)
-        .arg(&hello)
-        .arg("-o")
-        .arg(&nowhere)
-        .output()
-        .unwrap();
+    let o = bundle_to(&hello, &python, &nowhere);
     assert_code(&o, 1, "missing output dir");
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     assert!(!nowhere.parent().unwrap().exists());

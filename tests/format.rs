@@ -31,15 +31,11 @@ fn bundles_are_reproducible() {
     let mut outputs = Vec::new();
     for i in 0..2 {
         let out = dir.path().join(format!("hello{i}"));
-        let o = pyshrink()
-            .args(["bundle", "-q", "--compression-level", "3", "--python"])
-            .arg(&python)
-            .arg(example("hello/app.py"))
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert_code(&o, 0, "bundle");
+        assert_code(
+            &bundle_to(&example("hello/app.py"), &python, &out),
+            0,
+            "bundle",
+        );
         outputs.push(std::fs::read(&out).unwrap());
     }
     assert!(

@@ -143,6 +143,19 @@ pub fn bundle(app: &[&str], python: &Path) -> PathBuf {
     out
 }
 
+/// `pyshrink bundle APP --python PYTHON -o OUT`, quiet and quick to compress, without the cache
+/// of [`bundle`]: for tests that need their own output file.
+pub fn bundle_to(app: &Path, python: &Path, out: &Path) -> Output {
+    pyshrink()
+        .args(["bundle", "-q", "--compression-level", "3", "--python"])
+        .arg(python)
+        .arg(app)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 /// An empty root for bubblewrap: only `/app` (a copy of the bundle), `/proc`, `/dev`.
 pub struct Root {
     pub dir: tempfile::TempDir,
