@@ -120,15 +120,7 @@ fn inspect_reports_contents_libraries_and_modules() {
     let app = dir.path().join("knows.py");
     std::fs::write(&app, "import json\nprint(json.dumps({'ok': True}))\n").unwrap();
     let out = dir.path().join("knows");
-    let o = pyshrink()
-        .args(["bundle", "-q", "--compression-level", "3", "--python"])
-        .arg(&python)
-        .arg(&app)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_code(&o, 0, "bundle");
+    assert_code(&bundle_to(&app, &python, &out), 0, "bundle");
     let o = pyshrink()
         .arg("inspect")
         .arg("--json")

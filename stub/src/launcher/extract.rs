@@ -23,14 +23,7 @@ const CHUNK: usize = 256 * 1024;
 
 /// A finished extraction: a real directory of ours that nobody else can write to.
 pub fn is_complete(dir: &[u8]) -> bool {
-    match sys::lstat(dir) {
-        Ok(st) => {
-            st.st_mode & libc::S_IFMT == libc::S_IFDIR
-                && st.st_uid == sys::getuid()
-                && st.st_mode & 0o022 == 0
-        }
-        Err(_) => false,
-    }
+    super::root::private_dir(dir, sys::getuid()).is_ok()
 }
 
 /// Reads `len` bytes of the bundle from `offset`, in chunks.

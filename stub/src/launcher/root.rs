@@ -92,6 +92,21 @@ fn usable(dir: &[u8], uid: u32, parents: bool) -> Result<(), &'static str> {
             Err(_) => return Err("cannot create it"),
         }
     }
+    private_dir(dir, uid)?;
+    let flags = sys::statvfs_flags(dir).map_err(|_| "cannot stat its file system")?;
+    if flags & libc::ST_RDONLY != 0 {
+        return Err("read-only file system");
+    }
+    if flags & libc::ST_NOEXEC != 0 {
+        return Err("file system mounted noexec");
+    }
+    sys::access(dir, libc::W_OK | libc::X_OK).map_err(|_| "not writable")?;
+    Ok(())
+}
+
+/// `dir` is a real directory (not a symlink) owned by `uid` that no one else can write to: the
+/// only kind of directory the launcher extracts into or trusts an extraction in.
+pub fn private_dir(dir: &[u8], uid: u32) -> Result<(), &'static str> {
     let st = sys::lstat(dir).map_err(|_| "cannot stat it")?;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => {}
@@ -104,14 +119,6 @@ fn usable(dir: &[u8], uid: u32, parents: bool) -> Result<(), &'static str> {
     if st.st_mode & 0o022 != 0 {
         return Err("writable by group or others (refused)");
     }
-    let flags = sys::statvfs_flags(dir).map_err(|_| "cannot stat its file system")?;
-    if flags & libc::ST_RDONLY != 0 {
-        return Err("read-only file system");
-    }
-    if flags & libc::ST_NOEXEC != 0 {
-        return Err("file system mounted noexec");
-    }
-    sys::access(dir, libc::W_OK | libc::X_OK).map_err(|_| "not writable")?;
     Ok(())
 }
 
