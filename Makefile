@@ -41,6 +41,7 @@ fuzz:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy -p pyshrink-stub --lib --features launcher -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

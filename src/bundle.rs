@@ -296,11 +296,16 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
         .chain(&layout.site_packages)
         .cloned()
         .collect();
+    let mut elf_needs: Vec<(&String, Vec<(String, PathBuf)>)> = Vec::new();
     for rel in &plan.elf {
         let file = stage.join(rel);
         let optional_stdlib = rel.starts_with(&stdlib_prefix) && !rel.starts_with(&site_prefix);
         match resolver.closure_of(&file) {
-            Ok(c) => add(&c, &mut libs),
+            Ok(c) => {
+                add(&c, &mut libs);
+                let needs = c.libraries.iter().map(|l| (l.name.clone(), l.path.clone()));
+                elf_needs.push((rel, needs.collect()));
+            }
             Err(e) if optional_stdlib && e.downcast_ref::<elf::ElfError>().is_some() => {
                 warnings.push(format!("left out stdlib module `{rel}`: {e}"));
                 fs::remove_file(&file)
@@ -328,6 +333,19 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
         .chain(std::iter::once(stage))
         .filter_map(|p| p.canonicalize().ok())
         .collect();
+    let staged_lib = |name: &str, path: &Path| -> String {
+        for s in &in_place {
+            if let Ok(rel) = path.strip_prefix(s) {
+                let rel = rel.to_string_lossy();
+                return if s == &stage.canonicalize().unwrap_or_default() {
+                    rel.into_owned()
+                } else {
+                    format!("{}/{rel}", plan.site_dir)
+                };
+            }
+        }
+        format!("{LIBRARY_PATH}/{name}")
+    };
     let mut copied = 0;
     for (name, (path, _)) in &libs {
         // Libraries a wheel vendors next to itself are staged in place and found through their
@@ -340,6 +358,28 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
     }
     let loader_name = loader.file_name().context("loader path has no file name")?;
     copy_elf(&loader, &lib_dir.join(loader_name))?;
+    // The memory runtime has no directory to search: the interpreter's libraries are preloaded
+    // and every other ELF file's are loaded before it, from this list.
+    let loader_name_str = loader_name.to_string_lossy();
+    let preload: Vec<String> = closure
+        .libraries
+        .iter()
+        .filter(|l| l.name != loader_name_str)
+        .map(|l| staged_lib(&l.name, &l.path))
+        .collect();
+    let mut memory_libs = String::new();
+    for (rel, needs) in &elf_needs {
+        let extra: Vec<String> = needs
+            .iter()
+            .filter(|(name, _)| *name != loader_name_str)
+            .map(|(name, path)| staged_lib(name, path))
+            .filter(|p| !preload.contains(p))
+            .collect();
+        if !extra.is_empty() {
+            memory_libs.push_str(&format!("{rel}\t{}\n", extra.join(" ")));
+        }
+    }
+    fs::write(stage.join(pyshrink_stub::MEMORY_LIBS_FILE), memory_libs)?;
     fs::create_dir_all(stage.join("bin"))?;
     copy_elf(real, &stage.join(INTERPRETER))?;
 
@@ -393,6 +433,8 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
             PlannedEntry::Script { path } => Entry::Script(path.clone()),
             PlannedEntry::Module { name } => Entry::Module(name.clone()),
         },
+        runtime: args.runtime.into(),
+        preload,
         extra: vec![
             ("name".into(), name.clone()),
             ("files".into(), files.to_string()),

@@ -93,6 +93,13 @@ pub struct AppArgs {
           value_parser = clap::value_parser!(i32).range(1..=22))]
     pub compression_level: i32,
 
+    /// Where the bundle runs from by default: `disk` extracts once into a cache directory and
+    /// reuses it; `memory` writes nothing anywhere (read-only root, no tmpfs) and unpacks into
+    /// memory on every start; `auto` uses disk when a usable directory exists, memory otherwise.
+    /// `PYSHRINK_RUNTIME` overrides it at run time.
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Auto)]
+    pub runtime: RuntimeArg,
+
     /// Use this launcher instead of the embedded one.
     #[arg(long, value_name = "PATH")]
     pub stub: Option<PathBuf>,
@@ -161,4 +168,21 @@ pub struct ImageArgs {
     /// Environment variable for the image config, KEY=VALUE; repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    Auto,
+    Disk,
+    Memory,
+}
+
+impl From<RuntimeArg> for pyshrink_stub::Runtime {
+    fn from(r: RuntimeArg) -> Self {
+        match r {
+            RuntimeArg::Auto => pyshrink_stub::Runtime::Auto,
+            RuntimeArg::Disk => pyshrink_stub::Runtime::Disk,
+            RuntimeArg::Memory => pyshrink_stub::Runtime::Memory,
+        }
+    }
 }

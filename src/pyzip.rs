@@ -6,13 +6,14 @@
 //! then creates one file instead of hundreds, which is most of what extraction costs on a real
 //! file system. `os.pyc` stays outside: it is the landmark CPython finds its prefix by.
 //!
-//! Format: PKWARE APPNOTE 6.3.x, sections 4.3.7 (local header), 4.3.12 (central directory) and
-//! 4.3.16 (end of central directory); stored entries, fixed DOS time 1980-01-01 00:00.
+//! The zip records come from the format crate (`pyshrink_stub::zip`), which the memory runtime
+//! shares.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use pyshrink_stub::zip;
 
 /// Directories of the stdlib that stay files: extension modules and installed packages.
 const KEEP_AS_FILES: &[&str] = &["lib-dynload", "site-packages", "dist-packages"];
@@ -42,38 +43,24 @@ pub fn pack_stdlib(stdlib_dir: &Path, zip_path: &Path) -> Result<usize> {
     }
     let mut out = Vec::new();
     let mut central = Vec::new();
+    if files.len() > zip::MAX_ENTRIES {
+        bail!("over {} stdlib files", zip::MAX_ENTRIES);
+    }
     for (name, path) in &files {
         let data =
             fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
         let offset = u32::try_from(out.len()).context("stdlib zip over 4 GiB")?;
-        let (crc, size) = (
-            crc32(&data),
-            u32::try_from(data.len()).context("file over 4 GiB")?,
-        );
-        let name_len = u16::try_from(name.len()).context("path too long for zip")?;
-        // Local file header.
-        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        push_common(&mut out, crc, size, name_len);
-        out.extend_from_slice(name.as_bytes());
+        let size = u32::try_from(data.len()).context("file over 4 GiB")?;
+        u16::try_from(name.len()).context("path too long for zip")?;
+        let crc = zip::crc32(&data);
+        zip::local_header(&mut out, name.as_bytes(), crc, size);
         out.extend_from_slice(&data);
-        // Central directory record.
-        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        central.extend_from_slice(&20u16.to_le_bytes()); // made by: 2.0, MS-DOS attributes
-        push_common(&mut central, crc, size, name_len);
-        central.extend_from_slice(&[0u8; 10]); // comment len, disk, internal attrs (2 each), external attrs (4)
-        central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(name.as_bytes());
+        zip::central_record(&mut central, name.as_bytes(), crc, size, offset);
     }
     let cd_offset = u32::try_from(out.len()).context("stdlib zip over 4 GiB")?;
-    let count = u16::try_from(files.len()).context("over 65535 stdlib files")?;
+    let cd_len = u32::try_from(central.len()).context("stdlib zip over 4 GiB")?;
     out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]); // this disk, disk with the central directory
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes()); // comment length
+    zip::end_record(&mut out, files.len() as u16, cd_len, cd_offset);
     fs::write(zip_path, &out)
         .with_context(|| format!("failed to write `{}`", zip_path.display()))?;
     for (_, path) in &files {
@@ -81,20 +68,6 @@ pub fn pack_stdlib(stdlib_dir: &Path, zip_path: &Path) -> Result<usize> {
     }
     remove_empty_dirs(stdlib_dir)?;
     Ok(files.len())
-}
-
-/// version needed, flags, method (stored), DOS time and date, CRC, sizes, name and extra length.
-fn push_common(out: &mut Vec<u8>, crc: u32, size: u32, name_len: u16) {
-    out.extend_from_slice(&20u16.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes()); // 00:00:00
-    out.extend_from_slice(&0x21u16.to_le_bytes()); // 1980-01-01
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&size.to_le_bytes());
-    out.extend_from_slice(&size.to_le_bytes());
-    out.extend_from_slice(&name_len.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
 }
 
 fn remove_empty_dirs(dir: &Path) -> Result<bool> {
@@ -111,27 +84,9 @@ fn remove_empty_dirs(dir: &Path) -> Result<bool> {
     Ok(empty)
 }
 
-/// CRC-32 (IEEE 802.3, reflected, as zip uses), bitwise: the stdlib is a few MB, once per build.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc32_known_values() {
-        assert_eq!(crc32(b""), 0);
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-    }
 
     /// Python's own zipfile reads the archive back, entry for entry.
     #[test]

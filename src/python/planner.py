@@ -218,7 +218,9 @@ def _pyshrink_bundled_cafile():
         default_paths(self)
         env = os.environ
         if not env.get("SSL_CERT_FILE") and not env.get("SSL_CERT_DIR") and os.path.isfile(cafile):
-            self.load_verify_locations(cafile)
+            # Read by Python rather than by OpenSSL: in the memory runtime the file is in a zip.
+            with open(cafile, encoding="ascii", errors="replace") as f:
+                self.load_verify_locations(cadata=f.read())
 
     set_default_verify_paths.__doc__ = default_paths.__doc__
     SSLContext.set_default_verify_paths = set_default_verify_paths

@@ -20,12 +20,13 @@ extern crate alloc;
 pub mod archive;
 pub mod manifest;
 pub mod trailer;
+pub mod zip;
 
 #[cfg(feature = "launcher")]
 mod launcher;
 
 pub use archive::{check_path, ArchiveEntry, ArchiveReader, EntryKind, Source};
-pub use manifest::{Entry, Manifest};
+pub use manifest::{Entry, Manifest, Runtime, MEMORY_LIBS_FILE};
 pub use trailer::{content_hasher, Trailer, MAGIC, MAX_MANIFEST_LEN, TRAILER_LEN, VERSION};
 
 /// Why a file could not be read as a bundle. Callers tell these apart: a file that is not a bundle

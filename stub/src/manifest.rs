@@ -12,6 +12,8 @@
 //! library_path=lib
 //! python_exe=bin/python3
 //! entry=script:app/app.pyc
+//! runtime=auto
+//! preload=lib/libpython3.11.so.1.0 lib/libm.so.6 lib/libc.so.6 lib/libgcc_s.so.1
 //! ```
 
 use alloc::string::String;
@@ -30,6 +32,41 @@ pub enum Entry {
     Module(String),
 }
 
+/// Where the bundled runtime lives while the app runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// Disk when a usable extraction directory exists, memory otherwise.
+    Auto,
+    /// Extracted once into a cache directory, reused by later runs.
+    Disk,
+    /// In memory files (memfd) for this run only: nothing is written to any file system.
+    Memory,
+}
+
+impl Runtime {
+    pub fn parse(s: &[u8]) -> Option<Runtime> {
+        match s {
+            b"auto" => Some(Runtime::Auto),
+            b"disk" => Some(Runtime::Disk),
+            b"memory" => Some(Runtime::Memory),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Auto => "auto",
+            Runtime::Disk => "disk",
+            Runtime::Memory => "memory",
+        }
+    }
+}
+
+/// In the payload: for each bundled ELF file that needs libraries outside `preload`, a line
+/// `<path>\t<library path> <library path>...` (paths in the payload). The memory runtime loads
+/// those libraries before the file, since the loader cannot search a directory for them there.
+pub const MEMORY_LIBS_FILE: &str = "pyshrink-libs.txt";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// `X.Y.Z` of the bundled interpreter.
@@ -43,6 +80,11 @@ pub struct Manifest {
     /// Where the launcher places a copy of itself that acts as `python3` (`sys.executable`).
     pub python_exe: String,
     pub entry: Entry,
+    /// The runtime used unless `PYSHRINK_RUNTIME` says otherwise (`auto` when absent).
+    pub runtime: Runtime,
+    /// The libraries the interpreter needs, for the memory runtime to hand to the loader with
+    /// `--preload` (glibc matches a `DT_NEEDED` name against the SONAME of a loaded object).
+    pub preload: Vec<String>,
     /// Other `key=value` lines, in order: informational for tools such as `pyshrink inspect`.
     pub extra: Vec<(String, String)>,
 }
@@ -69,6 +111,8 @@ impl Manifest {
         let mut e = String::from(entry.0);
         e.push_str(entry.1);
         line("entry", &e);
+        line("runtime", self.runtime.as_str());
+        line("preload", &self.preload.join(" "));
         for (k, v) in &self.extra {
             line(k, v);
         }
@@ -88,6 +132,8 @@ impl Manifest {
             library_path: String::new(),
             python_exe: String::new(),
             entry: Entry::Module(String::new()),
+            runtime: Runtime::Auto,
+            preload: Vec::new(),
             extra: Vec::new(),
         };
         let mut seen_entry = false;
@@ -111,6 +157,19 @@ impl Manifest {
                         return Err(bad("manifest entry is neither script: nor module:"));
                     };
                     seen_entry = true;
+                    continue;
+                }
+                "runtime" => {
+                    m.runtime = Runtime::parse(v.as_bytes())
+                        .ok_or(bad("manifest runtime is not auto, disk or memory"))?;
+                    continue;
+                }
+                "preload" => {
+                    m.preload = v
+                        .split(' ')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| check_path(p).map(|()| p.into()))
+                        .collect::<Result<_, _>>()?;
                     continue;
                 }
                 _ => {
@@ -162,6 +221,8 @@ mod tests {
             library_path: "lib".into(),
             python_exe: "bin/python3".into(),
             entry: Entry::Script("app/app.pyc".into()),
+            runtime: Runtime::Memory,
+            preload: vec!["lib/libc.so.6".into(), "lib/libm.so.6".into()],
             extra: vec![("files".into(), "42".into())],
         }
     }
@@ -187,6 +248,8 @@ mod tests {
             good.replace("python=3.11.7\n", ""),
             good.replace("library_path=lib\n", "library_path lib\n"),
             good.trim_end().into(),
+            good.replace("runtime=memory", "runtime=ram"),
+            good.replace("preload=lib/libc.so.6", "preload=/lib/libc.so.6"),
         ];
         for bad in cases {
             assert!(

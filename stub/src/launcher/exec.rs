@@ -15,6 +15,7 @@ use alloc::vec::Vec;
 use super::{die_errno, sys, Env};
 use crate::{exit, Entry, Manifest};
 
+#[derive(Clone, Copy)]
 pub enum Role<'a> {
     /// The bundle itself: run the app's entry point, with `sys.argv[0]` = how it was invoked.
     Bundle { argv0: &'a [u8] },
@@ -47,17 +48,50 @@ const BOOT: &[u8] = b"def _pyshrink_main():
 _pyshrink_main()
 ";
 
-pub fn run(dir: &[u8], m: &Manifest, role: Role, user_args: &[&[u8]], env: &Env) -> ! {
-    let loader = sys::join(dir, m.loader.as_bytes());
+/// Where the parts of the bundled runtime are, and how the interpreter is to be started.
+pub struct Start {
+    pub loader: Vec<u8>,
+    /// How the loader finds the libraries: `--library-path DIR` or `--preload LIST`.
+    pub loader_args: Vec<Vec<u8>>,
+    /// What CPython takes as its own path: it finds its prefix from it (on disk) and reports it
+    /// as `sys.executable`.
+    pub argv0: Vec<u8>,
+    pub interpreter: Vec<u8>,
+    /// Where the payload's paths start (the extraction directory, or the in-memory zip).
+    pub root: Vec<u8>,
+    /// `None`: the launcher's own environment, with `-E` keeping host `PYTHON*` variables from
+    /// the interpreter. `Some`: this environment instead (it carries the variables that point
+    /// the interpreter at memory, host `PYTHON*` variables removed).
+    pub env: Option<Vec<Vec<u8>>>,
+}
+
+/// The interpreter of an extraction directory.
+pub fn disk(dir: &[u8], m: &Manifest) -> Start {
+    Start {
+        loader: sys::join(dir, m.loader.as_bytes()),
+        loader_args: alloc::vec![
+            b"--library-path".into(),
+            sys::join(dir, m.library_path.as_bytes())
+        ],
+        argv0: sys::join(dir, m.python_exe.as_bytes()),
+        interpreter: sys::join(dir, m.interpreter.as_bytes()),
+        root: dir.into(),
+        env: None,
+    }
+}
+
+pub fn run(start: Start, m: &Manifest, role: Role, user_args: &[&[u8]], env: &Env) -> ! {
     let mut argv: Vec<Vec<u8>> = Vec::with_capacity(16 + user_args.len());
-    argv.push(loader.clone());
+    argv.push(start.loader.clone());
     argv.push(b"--inhibit-cache".into());
-    argv.push(b"--library-path".into());
-    argv.push(sys::join(dir, m.library_path.as_bytes()));
+    argv.extend(start.loader_args);
     argv.push(b"--argv0".into());
-    argv.push(sys::join(dir, m.python_exe.as_bytes()));
-    argv.push(sys::join(dir, m.interpreter.as_bytes()));
-    for flag in ["-E", "-s", "-B"] {
+    argv.push(start.argv0);
+    argv.push(start.interpreter);
+    if start.env.is_none() {
+        argv.push(b"-E".into());
+    }
+    for flag in ["-s", "-B"] {
         argv.push(flag.into());
     }
     if env.get_set(b"PYTHONUNBUFFERED").is_some() {
@@ -78,7 +112,7 @@ pub fn run(dir: &[u8], m: &Manifest, role: Role, user_args: &[&[u8]], env: &Env)
         match &m.entry {
             Entry::Script(path) => {
                 argv.push(b"script".into());
-                argv.push(sys::join(dir, path.as_bytes()));
+                argv.push(sys::join(&start.root, path.as_bytes()));
             }
             Entry::Module(name) => {
                 argv.push(b"module".into());
@@ -87,10 +121,22 @@ pub fn run(dir: &[u8], m: &Manifest, role: Role, user_args: &[&[u8]], env: &Env)
         }
     }
     argv.extend(user_args.iter().map(|a| Vec::from(*a)));
+    let owned_env: Vec<Vec<u8>>;
+    let mut env_ptrs: Vec<*const core::ffi::c_char> = Vec::new();
+    let envp = match start.env {
+        None => env.ptr,
+        Some(vars) => {
+            owned_env = vars.iter().map(|v| sys::cpath(v)).collect();
+            env_ptrs.extend(owned_env.iter().map(|v| v.as_ptr().cast()));
+            env_ptrs.push(core::ptr::null());
+            env_ptrs.as_ptr()
+        }
+    };
+    let loader = start.loader;
     if sys::getpid() == 1 {
-        supervise(&loader, &argv, env);
+        supervise(&loader, &argv, envp);
     }
-    let e = sys::execve(&loader, &argv, env.ptr);
+    let e = sys::execve(&loader, &argv, envp);
     die_errno(
         exit::EXEC,
         b"failed to start the bundled interpreter",
@@ -100,7 +146,7 @@ pub fn run(dir: &[u8], m: &Manifest, role: Role, user_args: &[&[u8]], env: &Env)
 }
 
 /// PID 1: run Python as a child, forward signals to it, reap every child, exit as it exits.
-fn supervise(loader: &[u8], argv: &[Vec<u8>], env: &Env) -> ! {
+fn supervise(loader: &[u8], argv: &[Vec<u8>], envp: *const *const core::ffi::c_char) -> ! {
     // SAFETY: sigset_t is plain data initialised by sigfillset; the masks are process-local.
     // Signals are blocked before fork so none is lost between fork and the wait loop; the child
     // restores the original mask before exec.
@@ -120,7 +166,7 @@ fn supervise(loader: &[u8], argv: &[Vec<u8>], env: &Env) -> ! {
         }
         if child == 0 {
             libc::sigprocmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-            let e = sys::execve(loader, argv, env.ptr);
+            let e = sys::execve(loader, argv, envp);
             die_errno(
                 exit::EXEC,
                 b"failed to start the bundled interpreter",

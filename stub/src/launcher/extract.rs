@@ -19,7 +19,7 @@ use crate::{content_hasher, exit, ArchiveReader, EntryKind, FormatError, Source,
 pub const MANIFEST_FILE: &[u8] = b"pyshrink.manifest";
 /// Where the launcher copy acting as `sys.executable` goes (the manifest's `python_exe`).
 const PYTHON_EXE: &[u8] = b"bin/python3";
-const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 256 * 1024;
 
 /// A finished extraction: a real directory of ours that nobody else can write to.
 pub fn is_complete(dir: &[u8]) -> bool {
@@ -27,7 +27,7 @@ pub fn is_complete(dir: &[u8]) -> bool {
 }
 
 /// Reads `len` bytes of the bundle from `offset`, in chunks.
-struct Section<'a> {
+pub struct Section<'a> {
     fd: &'a sys::Fd,
     offset: u64,
     left: u64,
@@ -47,7 +47,7 @@ impl Section<'_> {
 }
 
 /// The payload's one zstd frame, decompressed as it is read.
-struct Decoded<'a> {
+pub struct Decoded<'a> {
     section: Section<'a>,
     stream: *mut zs::ZSTD_DStream,
     input: Vec<u8>,
@@ -134,7 +134,7 @@ impl Source for Decoded<'_> {
     }
 }
 
-fn payload_archive<'a>(fd: &'a sys::Fd, t: &Trailer) -> ArchiveReader<Decoded<'a>> {
+pub fn payload_archive<'a>(fd: &'a sys::Fd, t: &Trailer) -> ArchiveReader<Decoded<'a>> {
     ArchiveReader::new(Decoded::new(Section {
         fd,
         offset: t.payload_offset(),

@@ -12,13 +12,14 @@
 
 mod exec;
 mod extract;
+mod memory;
 mod root;
 mod sys;
 
 use alloc::vec::Vec;
 use core::ffi::{c_char, c_int, CStr};
 
-use crate::{exit, FormatError, Manifest, Trailer, MAX_MANIFEST_LEN, TRAILER_LEN};
+use crate::{exit, FormatError, Manifest, Runtime, Trailer, MAX_MANIFEST_LEN, TRAILER_LEN};
 
 struct Malloc;
 
@@ -122,6 +123,22 @@ impl Env {
         None
     }
 
+    /// Every `KEY=value` entry.
+    pub fn vars(&self) -> impl Iterator<Item = &'static [u8]> {
+        let mut p = self.ptr;
+        core::iter::from_fn(move || {
+            // SAFETY: as in `get`.
+            unsafe {
+                if p.is_null() || (*p).is_null() {
+                    return None;
+                }
+                let kv = CStr::from_ptr(*p).to_bytes();
+                p = p.add(1);
+                Some(kv)
+            }
+        })
+    }
+
     /// Set and not empty.
     pub fn get_set(&self, key: &[u8]) -> Option<&'static [u8]> {
         self.get(key).filter(|v| !v.is_empty())
@@ -159,8 +176,36 @@ pub extern "C" fn main(
         Err(e) => die_format(&e, &exe),
     };
 
-    let root = root::choose(&env);
     let key = trailer.cache_key();
+    let manifest = bundled_manifest(&fd, &trailer, &exe);
+    // Started as `sys.executable` by a memory-runtime run of this same bundle.
+    if env.get(memory::PYTHON_ROLE_VAR) == Some(&key[..]) {
+        memory::run(
+            &fd,
+            &trailer,
+            &exe,
+            &manifest,
+            exec::Role::Python,
+            user_args,
+            &env,
+        );
+    }
+    let role = exec::Role::Bundle { argv0 };
+    let runtime = match env.get_set(b"PYSHRINK_RUNTIME") {
+        None => manifest.runtime,
+        Some(v) => Runtime::parse(v).unwrap_or_else(|| {
+            die(
+                exit::IO,
+                &[b"PYSHRINK_RUNTIME `", v, b"` is not one of memory, disk, auto\n\nhint: set PYSHRINK_RUNTIME=memory, disk or auto, or unset it"],
+            )
+        }),
+    };
+    let root = match runtime {
+        Runtime::Memory => memory::run(&fd, &trailer, &exe, &manifest, role, user_args, &env),
+        Runtime::Disk => root::choose(&env),
+        Runtime::Auto => root::find(&env)
+            .unwrap_or_else(|_| memory::run(&fd, &trailer, &exe, &manifest, role, user_args, &env)),
+    };
     let dir = sys::join(&root, &key);
     let fresh = !extract::is_complete(&dir);
     if fresh {
@@ -176,12 +221,21 @@ pub extern "C" fn main(
     drop(fd);
     let manifest = load_manifest(&dir);
     exec::run(
-        &dir,
+        exec::disk(&dir, &manifest),
         &manifest,
-        exec::Role::Bundle { argv0 },
+        role,
         user_args,
         &env,
     )
+}
+
+/// The manifest at the end of the bundle (not yet verified: the runtime it names decides how the
+/// payload is checked and used; the disk runtime reads the verified copy in the extraction).
+fn bundled_manifest(fd: &sys::Fd, t: &Trailer, exe: &[u8]) -> Manifest {
+    let mut bytes = alloc::vec![0u8; t.manifest_len as usize];
+    sys::pread_exact(fd, &mut bytes, t.manifest_offset())
+        .unwrap_or_else(|e| die_errno(exit::IO, b"failed to read", exe, e));
+    Manifest::decode(&bytes).unwrap_or_else(|e| die_format(&e, exe))
 }
 
 /// Opens the running executable: `/proc/self/exe` names the real file even when argv[0] does
@@ -217,7 +271,13 @@ fn python_role(exe: &[u8], user_args: &[&[u8]], env: &Env) -> ! {
         die_format(&FormatError::NotABundle, exe);
     }
     let manifest = load_manifest(dir);
-    exec::run(dir, &manifest, exec::Role::Python, user_args, env)
+    exec::run(
+        exec::disk(dir, &manifest),
+        &manifest,
+        exec::Role::Python,
+        user_args,
+        env,
+    )
 }
 
 // N.B.: the precompiled `core` is built for unwinding and references these two symbols; with

@@ -14,11 +14,23 @@ use crate::exit;
 /// Picks the extraction root, creating it (mode 0700) when needed, or exits with an error that
 /// lists every candidate and why it was refused.
 pub fn choose(env: &Env) -> Vec<u8> {
+    find(env).unwrap_or_else(|tried| {
+        die(
+            exit::NO_EXTRACT_DIR,
+            &[b"no usable directory to extract the bundle into; tried:", &tried,
+              b"\n\nhint: run it with PYSHRINK_RUNTIME=memory, give the container a writable exec-capable /tmp (`--tmpfs /tmp:exec`), or set PYSHRINK_EXTRACT_DIR to a writable directory"],
+        )
+    })
+}
+
+/// The extraction root, or the list of candidates tried and why each was refused. An unusable
+/// `PYSHRINK_EXTRACT_DIR` is an error in any case: the user asked for that directory.
+pub fn find(env: &Env) -> Result<Vec<u8>, Vec<u8>> {
     let uid = sys::getuid();
     let mut tried: Vec<u8> = Vec::new();
     if let Some(dir) = env.get_set(b"PYSHRINK_EXTRACT_DIR") {
         match usable(dir, uid, true) {
-            Ok(()) => return dir.into(),
+            Ok(()) => return Ok(dir.into()),
             Err(why) => {
                 die(
                     exit::NO_EXTRACT_DIR,
@@ -48,7 +60,7 @@ pub fn choose(env: &Env) -> Vec<u8> {
     candidates.push((sys::join(b"/tmp", &per_user), false));
     for (dir, make_parents) in &candidates {
         match usable(dir, uid, *make_parents) {
-            Ok(()) => return dir.clone(),
+            Ok(()) => return Ok(dir.clone()),
             Err(why) => {
                 tried.extend_from_slice(b"\n  ");
                 tried.extend_from_slice(dir);
@@ -57,11 +69,7 @@ pub fn choose(env: &Env) -> Vec<u8> {
             }
         }
     }
-    die(
-        exit::NO_EXTRACT_DIR,
-        &[b"no usable directory to extract the bundle into; tried:", &tried,
-          b"\n\nhint: give the container a writable exec-capable /tmp (`--tmpfs /tmp:exec`) or set PYSHRINK_EXTRACT_DIR to a writable directory"],
-    )
+    Err(tried)
 }
 
 fn push_decimal(out: &mut Vec<u8>, mut n: u32) {

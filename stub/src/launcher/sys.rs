@@ -114,6 +114,67 @@ pub fn pread_exact(fd: &Fd, buf: &mut [u8], mut offset: u64) -> Result<(), Errno
     Ok(())
 }
 
+/// An anonymous memory file, inherited across exec (the interpreter maps it by /proc/self/fd).
+/// Sealable, and executable where the kernel distinguishes (`MFD_EXEC`, Linux 6.3+).
+pub fn memfd(name: &[u8]) -> Result<Fd, Errno> {
+    const MFD_ALLOW_SEALING: libc::c_uint = 2;
+    const MFD_EXEC: libc::c_uint = 0x10;
+    let n = cpath(name);
+    for flags in [MFD_ALLOW_SEALING | MFD_EXEC, MFD_ALLOW_SEALING] {
+        // SAFETY: `n` is NUL-terminated; memfd_create takes a name and flags.
+        let fd = unsafe { libc::syscall(libc::SYS_memfd_create, n.as_ptr(), flags) };
+        if fd >= 0 {
+            return Ok(Fd(fd as c_int));
+        }
+        if errno() != libc::EINVAL {
+            break;
+        }
+    }
+    Err(errno())
+}
+
+/// The descriptor moved to the lowest free number at or above `min` (kept across exec).
+pub fn dup_at_least(fd: Fd, min: c_int) -> Result<Fd, Errno> {
+    // SAFETY: fcntl on an open descriptor with an integer argument.
+    check(unsafe { libc::fcntl(fd.0, libc::F_DUPFD, min) }).map(Fd)
+}
+
+/// The soft limit on open descriptors.
+pub fn max_fds() -> u64 {
+    // SAFETY: getrlimit fills the plain struct it is given.
+    unsafe {
+        let mut r: libc::rlimit = core::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        r.rlim_cur as u64
+    }
+}
+
+/// Seals a memory file against any further change.
+pub fn seal(fd: &Fd) -> Result<(), Errno> {
+    const F_ADD_SEALS: c_int = 1033;
+    const ALL: c_int = 1 | 2 | 4 | 8; // seal, shrink, grow, write
+                                      // SAFETY: fcntl on an open descriptor with an integer argument.
+    check(unsafe { libc::fcntl(fd.0, F_ADD_SEALS, ALL) }).map(|_| ())
+}
+
+pub fn pwrite_all(fd: &Fd, mut buf: &[u8], mut offset: u64) -> Result<(), Errno> {
+    while !buf.is_empty() {
+        // SAFETY: the pointer and length describe `buf`.
+        let n = unsafe { libc::pwrite(fd.0, buf.as_ptr().cast(), buf.len(), offset as i64) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err(errno());
+        }
+        buf = &buf[n as usize..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
 pub fn read(fd: &Fd, buf: &mut [u8]) -> Result<usize, Errno> {
     loop {
         // SAFETY: the pointer and length describe `buf`.

@@ -1,0 +1,280 @@
+# The memory runtime's start-up code. The launcher writes it into the in-memory zip as
+# `sitecustomize.py`, followed by a call with the zip's path and the table of files it keeps in
+# memory files of their own (ELF files, mapped by the loader). `site` imports it before the app
+# runs, in the bundle and in its `sys.executable` children alike.
+#
+# Every bundled path is a path inside the zip, `/proc/self/fd/N/<path in the payload>`:
+# `sys.prefix` is the zip, so `__file__`, `sys.path` and `importlib.resources` all name places in
+# it. What this adds:
+# - `sys.path` entries for the packages, which `site` skipped since they are not directories;
+# - an import finder for extension modules, which load from their own memory files after the
+#   libraries they need (the loader cannot search a directory for those);
+# - `open()`, `io.open_code()`, `os.stat()`, `os.lstat()`, `os.listdir()` and `os.scandir()` that
+#   read the bundled files by those paths, so packages that read their data next to `__file__`
+#   work; writing is refused.
+
+
+def _pyshrink_memory(root, table):
+    import builtins
+    import io
+    import os
+    import posixpath
+    import stat
+    import sys
+    import zipimport
+    import _imp
+
+    ModuleSpec = sys.modules["_frozen_importlib"].ModuleSpec
+    suffixes = _imp.extension_suffixes()
+
+    for var in ("PYTHONHOME", "PYTHONPATH"):
+        os.environ.pop(var, None)
+    prefix = root + "/"
+    elf = {}
+    for line in table.split(b"\n"):
+        if line:
+            rel, fd = line.rsplit(b"\0", 1)
+            elf[os.fsdecode(rel)] = "/proc/self/fd/" + fd.decode()
+    archive = zipimport.zipimporter(root)
+    files = archive._get_files() if hasattr(archive, "_get_files") else archive._files
+    dirs = {""}
+    for name in list(files) + list(elf):
+        parts = name.rstrip("/").split("/")
+        for i in range(1, len(parts)):
+            dirs.add("/".join(parts[:i]))
+
+    version = "python%d.%d" % sys.version_info[:2]
+    boot = prefix + "pyshrink-boot"
+    sys.path[:] = [p for p in sys.path if p != boot]
+    for site in ("lib/%s/site-packages" % version, "lib/python3/dist-packages"):
+        if site in dirs and prefix + site not in sys.path:
+            sys.path.append(prefix + site)
+
+    class Spec:
+        def __init__(self, name, origin):
+            self.name, self.origin = name, origin
+
+    loaded = set()
+
+    def load_libraries(rel):
+        needs = libraries().get(rel, ())
+        pending = [lib for lib in needs if lib not in loaded]
+        while pending:
+            failed, error = [], None
+            for lib in pending:
+                try:
+                    _imp.create_dynamic(Spec("_pyshrink_library", elf[lib]))
+                except ImportError as e:
+                    # Loaded: a library has no module init function.
+                    if "PyInit__pyshrink_library" not in str(e):
+                        failed.append(lib)
+                        error = e
+                        continue
+                loaded.add(lib)
+            if len(failed) == len(pending):
+                raise ImportError("cannot load %s for %s: %s" % (failed[0], rel, error))
+            pending = failed
+
+    cache = []
+
+    def libraries():
+        if not cache:
+            needs = {}
+            try:
+                text = archive.get_data("pyshrink-libs.txt").decode()
+            except OSError:
+                text = ""
+            for line in text.splitlines():
+                rel, _, libs = line.partition("\t")
+                needs[rel] = libs.split()
+            cache.append(needs)
+        return cache[0]
+
+    class ExtensionLoader:
+        def __init__(self, rel):
+            self.rel = rel
+
+        def create_module(self, spec):
+            load_libraries(self.rel)
+            return _imp.create_dynamic(Spec(spec.name, elf[self.rel]))
+
+        def exec_module(self, module):
+            _imp.exec_dynamic(module)
+            module.__file__ = prefix + self.rel
+            if module.__name__ == "_ctypes":
+                real_dlopen = module.dlopen
+
+                def dlopen(name, *args):
+                    rel = member(name)
+                    if rel in elf:
+                        load_libraries(rel)
+                        name = elf[rel]
+                    return real_dlopen(name, *args)
+
+                module.dlopen = dlopen
+
+    class ExtensionFinder:
+        @classmethod
+        def find_spec(cls, fullname, path=None, target=None):
+            tail = fullname.rpartition(".")[2]
+            for entry in sys.path if path is None else path:
+                if not isinstance(entry, str) or not entry.startswith(prefix):
+                    continue
+                base = entry[len(prefix):].rstrip("/") + "/" + tail
+                for suffix in suffixes:
+                    if base + suffix in elf:
+                        rel = base + suffix
+                        spec = ModuleSpec(fullname, ExtensionLoader(rel), origin=prefix + rel)
+                        spec.has_location = True
+                        return spec
+            return None
+
+        @classmethod
+        def invalidate_caches(cls):
+            pass
+
+    finders = [getattr(f, "__name__", "") for f in sys.meta_path]
+    at = finders.index("PathFinder") if "PathFinder" in finders else len(finders)
+    sys.meta_path.insert(at, ExtensionFinder)
+
+    def member(path):
+        """The payload path `path` names, or None when it is not a bundled path (the zip
+        itself is a real file)."""
+        if isinstance(path, int):
+            return None
+        try:
+            path = os.fspath(path)
+        except TypeError:
+            return None
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not path.startswith(prefix):
+            return None
+        rel = posixpath.normpath(path)[len(prefix):]
+        return rel if posixpath.normpath(path).startswith(prefix) else None
+
+    real_open, real_stat, real_lstat, real_listdir = io.open, os.stat, os.lstat, os.listdir
+    real_open_code, real_scandir = io.open_code, os.scandir
+
+    def open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None,
+             closefd=True, opener=None):
+        rel = member(file)
+        if rel is not None:
+            if set(mode) - set("rbt"):
+                raise OSError(30, "the bundled files are read-only (memory runtime)", file)
+            if rel in elf:
+                file = elf[rel]
+            elif rel in files:
+                data = io.BytesIO(archive.get_data(rel))
+                data.name = os.fspath(file)
+                if "b" in mode:
+                    return data
+                return io.TextIOWrapper(data, encoding, errors, newline)
+            else:
+                raise FileNotFoundError(2, "No such file or directory", file)
+        return real_open(file, mode, buffering, encoding, errors, newline, closefd, opener)
+
+    def open_code(path):
+        if member(path) is None:
+            return real_open_code(path)
+        return open(path, "rb")
+
+    def fake_stat(rel, path):
+        if rel in files or rel in elf:
+            size = real_stat(elf[rel]).st_size if rel in elf else files[rel][3]
+            return os.stat_result((stat.S_IFREG | 0o444, 0, 0, 1, 0, 0, size, 0, 0, 0))
+        if rel in dirs:
+            return os.stat_result((stat.S_IFDIR | 0o555, 0, 0, 2, 0, 0, 0, 0, 0, 0))
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    def stat_(path, *args, **kwargs):
+        rel = member(path)
+        if rel is None:
+            return real_stat(path, *args, **kwargs)
+        return fake_stat(rel, path)
+
+    def lstat(path, *args, **kwargs):
+        rel = member(path)
+        if rel is None:
+            return real_lstat(path, *args, **kwargs)
+        return fake_stat(rel, path)
+
+    def listdir(path="."):
+        rel = member(path)
+        if rel is None:
+            return real_listdir(path)
+        if rel not in dirs:
+            raise NotADirectoryError(20, "Not a directory", path)
+        start = rel + "/" if rel else ""
+        names = set()
+        for name in list(files) + list(elf):
+            if name.startswith(start) and len(name) > len(start):
+                names.add(name[len(start):].split("/", 1)[0])
+        if isinstance(path, bytes):
+            return [os.fsencode(n) for n in sorted(names)]
+        return sorted(names)
+
+    class DirEntry:
+        def __init__(self, parent, name):
+            self.name = name
+            self.path = posixpath.join(parent, name)
+            self._rel = member(self.path)
+
+        def is_dir(self, follow_symlinks=True):
+            return self._rel in dirs
+
+        def is_file(self, follow_symlinks=True):
+            return self._rel in files or self._rel in elf
+
+        def is_symlink(self):
+            return False
+
+        def stat(self, follow_symlinks=True):
+            return fake_stat(self._rel, self.path)
+
+        def inode(self):
+            return 0
+
+        def __fspath__(self):
+            return self.path
+
+    class ScandirIterator:
+        def __init__(self, path, names):
+            self._entries = iter([DirEntry(path, n) for n in names])
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self._entries)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
+
+        def close(self):
+            self._entries = iter(())
+
+    def scandir(path="."):
+        if member(path) is None:
+            return real_scandir(path)
+        return ScandirIterator(os.fspath(path), listdir(path))
+
+    def files_are_not_path_entries(path):
+        # zipimport would take `<zip>/app/app.pyc` as a directory of the zip; a file is no
+        # import location (runpy.run_path, as multiprocessing's spawn uses, then runs it).
+        rel = member(path)
+        if rel is not None and (rel in files or rel in elf):
+            return None
+        raise ImportError("not a bundled file")
+
+    sys.path_hooks.insert(0, files_are_not_path_entries)
+
+    for fn, orig in ((open, real_open), (stat_, real_stat), (lstat, real_lstat),
+                     (listdir, real_listdir), (open_code, real_open_code), (scandir, real_scandir)):
+        fn.__doc__, fn.__wrapped__ = orig.__doc__, orig
+    io.open = builtins.open = open
+    io.open_code = open_code
+    os.stat, os.lstat, os.listdir, os.scandir = stat_, lstat, listdir, scandir
