@@ -31,42 +31,46 @@ fn hello_runs_in_empty_root_with_every_interpreter() {
     }
 }
 
-/// mountains with every interpreter: answers GET / in the empty root and exits 0 on SIGTERM.
+/// mountains with every interpreter: answers GET / in the empty root and exits 0 on SIGTERM,
+/// extracted (writable root) and from memory (read-only root, nothing writable).
 #[test]
 fn mountains_serves_and_stops_on_sigterm_with_every_interpreter() {
     let app = example("mountains/app.py");
     for (name, python) in interpreters() {
         eprintln!("mountains with {name}");
         let bundle = bundle(&[app.to_str().unwrap()], python);
-        let root = Root::new(&bundle);
-        let port = free_port();
-        let mut child = root
-            .command(true, &["--setenv", "PORT", &port.to_string()], &[])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let Some(reply) = http_get(port, "/", Duration::from_secs(30)) else {
-            let _ = child.kill();
+        for writable in [true, false] {
+            let name = format!("{name} ({})", if writable { "disk" } else { "memory" });
+            let root = Root::new(&bundle);
+            let port = free_port();
+            let mut child = root
+                .command(writable, &["--setenv", "PORT", &port.to_string()], &[])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let Some(reply) = http_get(port, "/", Duration::from_secs(30)) else {
+                let _ = child.kill();
+                let o = child.wait_with_output().unwrap();
+                panic!("{name}: no answer on port {port}; stderr: {}", stderr(&o))
+            };
+            assert!(reply.starts_with("HTTP/1.0 200"), "{name}: {reply}");
+            let body = reply.split("\r\n\r\n").nth(1).unwrap();
+            let list: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(list[0]["name"], "Everest", "{name}");
+            assert_eq!(list[0]["height"], 8849, "{name}");
+            // bwrap runs its own init in the new PID namespace; the app is the deepest descendant.
+            let app_pid = deepest_descendant(child.id() as i32);
+            // SAFETY: plain kill(2) on a process this test started.
+            unsafe { libc::kill(app_pid, libc::SIGTERM) };
             let o = child.wait_with_output().unwrap();
-            panic!("{name}: no answer on port {port}; stderr: {}", stderr(&o))
-        };
-        assert!(reply.starts_with("HTTP/1.0 200"), "{name}: {reply}");
-        let body = reply.split("\r\n\r\n").nth(1).unwrap();
-        let list: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(list[0]["name"], "Everest", "{name}");
-        assert_eq!(list[0]["height"], 8849, "{name}");
-        // bwrap runs its own init in the new PID namespace; the app is the deepest descendant.
-        let app_pid = deepest_descendant(child.id() as i32);
-        // SAFETY: plain kill(2) on a process this test started.
-        unsafe { libc::kill(app_pid, libc::SIGTERM) };
-        let o = child.wait_with_output().unwrap();
-        assert_code(&o, 0, &format!("{name}: exit on SIGTERM"));
+            assert_code(&o, 0, &format!("{name}: exit on SIGTERM"));
+        }
     }
 }
 
 /// A read-only root with an exec tmpfs at /tmp; uid 65532 with a writable /tmp; nothing
-/// writable at all: a clear error naming the fix.
+/// writable at all with the disk runtime forced: a clear error naming the fix.
 #[test]
 fn runs_read_only_and_non_root_and_fails_clearly_with_nothing_writable() {
     let bundle = bundle(
@@ -101,7 +105,10 @@ fn runs_read_only_and_non_root_and_fails_clearly_with_nothing_writable() {
     assert!(root.path().join("tmp/pyshrink-65532").is_dir());
 
     let empty = Root::new(&bundle);
-    let o = empty.command(false, &[], &["never"]).output().unwrap();
+    let o = empty
+        .command(false, &["--setenv", "PYSHRINK_RUNTIME", "disk"], &["never"])
+        .output()
+        .unwrap();
     assert_code(&o, pyshrink_stub::exit::NO_EXTRACT_DIR, "nothing writable");
     let err = stderr(&o);
     assert!(err.contains("no usable directory"), "{err}");
@@ -110,7 +117,9 @@ fn runs_read_only_and_non_root_and_fails_clearly_with_nothing_writable() {
         "names what it tried: {err}"
     );
     assert!(
-        err.contains("--tmpfs /tmp:exec") && err.contains("PYSHRINK_EXTRACT_DIR"),
+        err.contains("--tmpfs /tmp:exec")
+            && err.contains("PYSHRINK_EXTRACT_DIR")
+            && err.contains("PYSHRINK_RUNTIME=memory"),
         "{err}"
     );
     assert!(!stdout(&o).contains("Hello"), "the app must not start");

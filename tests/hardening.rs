@@ -139,7 +139,8 @@ fn hostile_directories_are_refused() {
         std::fs::create_dir(&tmp).unwrap();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
         make(&tmp.join("pyshrink-0"));
-        let o = root.run(&["argv0"]);
+        let disk = ["--setenv", "PYSHRINK_RUNTIME", "disk"];
+        let o = root.command(true, &disk, &["argv0"]).output().unwrap();
         assert_code(
             &o,
             pyshrink_stub::exit::NO_EXTRACT_DIR,

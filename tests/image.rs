@@ -539,11 +539,22 @@ fn image_archives_load_and_run_with_podman() {
         .unwrap();
     assert_code(&o, 0, "read-only root with an exec tmpfs on /tmp");
     assert!(stdout(&o).contains("arg: ro"));
+    // No tmpfs at all, as a non-root user: the memory runtime, nothing written.
     let o = podman
-        .run(&[&ro[..], &[&hello, "never"]].concat())
+        .run(&[&ro[..], &["--user", "65532:65532", &hello, "memory"]].concat())
         .output()
         .unwrap();
-    assert_code(&o, 115, "read-only root without a writable /tmp");
+    assert_code(&o, 3, "read-only root, no tmpfs, uid 65532");
+    assert!(stdout(&o).contains("arg: memory"), "{}", stderr(&o));
+    let o = podman
+        .run(&[&ro[..], &["-e", "PYSHRINK_RUNTIME=disk", &hello, "never"]].concat())
+        .output()
+        .unwrap();
+    assert_code(
+        &o,
+        115,
+        "read-only root without a writable /tmp, disk runtime",
+    );
     assert!(stderr(&o).contains("--tmpfs /tmp:exec"), "{}", stderr(&o));
 
     let mountains = podman.load(&mountains_tar);
@@ -562,6 +573,54 @@ fn image_archives_load_and_run_with_podman() {
             "/tmp:exec",
         ],
     );
+    // No tmpfs at all (the image's user is 65532): the memory runtime.
+    serve_and_stop(
+        &podman,
+        &mountains,
+        &["--read-only", "--read-only-tmpfs=false"],
+    );
+}
+
+/// The C-extension example (pycryptodome, loaded through ctypes) as an image, installed from
+/// PyPI with `-r`: it runs with a read-only root, no tmpfs and uid 65532, from memory.
+#[test]
+fn c_extension_image_runs_read_only_without_tmpfs() {
+    let Some(python) = python() else { return };
+    let dir = tempdir();
+    let tar = dir.path().join("crypto.tar");
+    let req = example("crypto/requirements.txt");
+    pyshrink_ok(
+        &[
+            "image",
+            path_str(&example("crypto/app.py")),
+            "-r",
+            path_str(&req),
+            "-o",
+            path_str(&tar),
+            "--tag",
+            "pyshrink-test/crypto:1.0",
+        ],
+        &python,
+    );
+    let Some(podman) = Podman::new() else { return };
+    let image = podman.load(&tar);
+    let o = podman
+        .run(&[
+            "--rm",
+            "--network=none",
+            "--read-only",
+            "--read-only-tmpfs=false",
+            "--user",
+            "65532:65532",
+            &image,
+        ])
+        .output()
+        .unwrap();
+    assert_code(&o, 0, "crypto, read-only root without tmpfs");
+    let out = stdout(&o);
+    assert!(out.contains("plaintext   attack at dawn"), "{out}");
+    assert!(out.contains("forgery     rejected"), "{out}");
+    assert!(out.starts_with("pycryptodome 3.20.0"), "{out}");
 }
 
 /// Two runs give the same archive bytes, and podman gives both the same image ID and digest.

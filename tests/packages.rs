@@ -246,6 +246,14 @@ fn check_cli_example(example_name: &str, runs: &[&[&str]], must_have: &[&str]) {
                     "{example_name} {how} {args:?}: stdout\nstderr: {}",
                     stderr(&got)
                 );
+                // A read-only root with nothing writable: the memory runtime.
+                let got = root.command(false, &[], args).output().unwrap();
+                assert_eq!(
+                    (got.status.code(), stdout(&got)),
+                    (want.status.code(), want_out),
+                    "{example_name} {how} {args:?}: in memory\nstderr: {}",
+                    stderr(&got)
+                );
             }
             ran.push(how);
         }
@@ -395,6 +403,10 @@ fn package_data_with_dash_m_and_from_a_project_directory() {
     let got = root.run(&["fr", "ja"]);
     assert_code(&got, 0, "-m phrasebook in the empty root");
     assert_eq!(stdout(&got), stdout(&want));
+    // From memory: the data is read through `__file__` and `importlib.resources` from the zip.
+    let got = root.command(false, &[], &["fr", "ja"]).output().unwrap();
+    assert_code(&got, 0, "-m phrasebook in memory");
+    assert_eq!(stdout(&got), stdout(&want), "in memory");
     assert!(distributions(&inspect_json(&out)).contains(&"phrasebook==1.2.0".to_string()));
     ran.push("pyenv-3.12 venv -m".to_string());
 
@@ -418,6 +430,17 @@ fn package_data_with_dash_m_and_from_a_project_directory() {
         let got = Root::new(&out).run(&["fr", "ja"]);
         assert_code(&got, 0, &format!("phrasebook project with {py_name}"));
         assert_eq!(stdout(&got), stdout(&want), "{py_name}");
+        let memory = ["--setenv", "PYSHRINK_RUNTIME", "memory"];
+        let got = Root::new(&out)
+            .command(true, &memory, &["fr", "ja"])
+            .output()
+            .unwrap();
+        assert_code(
+            &got,
+            0,
+            &format!("phrasebook project with {py_name}, memory"),
+        );
+        assert_eq!(stdout(&got), stdout(&want), "{py_name}, memory");
         let got = Root::new(&out).run(&["xx"]);
         assert_code(&got, 2, "unknown language");
         assert!(stderr(&got).contains("unknown language: xx"));

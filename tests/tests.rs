@@ -7,4 +7,5 @@ mod errors;
 mod format;
 mod hardening;
 mod image;
+mod memory;
 mod packages;
