@@ -96,6 +96,7 @@ pub fn inspect(path: &Path) -> Result<Value> {
         "content_sha256": parsed.trailer.content_sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         "python": m.python,
         "entry": entry,
+        "runtime": m.runtime.as_str(),
         "unpacked_size": files.iter().map(|f| f.size).sum::<u64>(),
         "files": file_list,
         "libraries": inventory.get("libraries").cloned().unwrap_or(json!([])),
@@ -134,9 +135,10 @@ pub fn render(v: &Value, top: usize) -> String {
         .unwrap_or("");
     let _ = writeln!(
         out,
-        "python {}, entry {}, sha256 {}",
+        "python {}, entry {}, runtime {}, sha256 {}",
         v["python"].as_str().unwrap_or(""),
         entry,
+        v["runtime"].as_str().unwrap_or(""),
         v["content_sha256"].as_str().unwrap_or("")
     );
     let files = v["files"].as_array().cloned().unwrap_or_default();

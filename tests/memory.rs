@@ -186,7 +186,10 @@ fn runtime_choice_and_damage() {
     };
 
     // memory by default: a writable /tmp stays unused.
-    let root = Root::new(&build("memory"));
+    let memory = build("memory");
+    let o = pyshrink().arg("inspect").arg(&memory).output().unwrap();
+    assert!(stdout(&o).contains(", runtime memory, "), "{}", stdout(&o));
+    let root = Root::new(&memory);
     std::fs::create_dir(root.path().join("tmp")).unwrap();
     let o = root.run(&["x"]);
     assert_code(&o, 0, "--runtime memory");

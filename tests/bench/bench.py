@@ -432,6 +432,8 @@ class Target:
         extra = {}
         if self.extract_dir:
             extra["PYSHRINK_EXTRACT_DIR"] = self.extract_dir
+        if self.mode == "memory":
+            extra["PYSHRINK_RUNTIME"] = "memory"
         if port is not None:
             extra["PORT"] = str(port)
         return clean_env(**extra)
@@ -663,6 +665,7 @@ class Bench:
         shrink = self.builds[(PYSHRINK, ex.name)]["path"]
         targets.append(Target(PYSHRINK, ex, [shrink] + ex.args, os.path.join(extract, "cold"), "cold"))
         targets.append(Target(PYSHRINK, ex, [shrink] + ex.args, os.path.join(extract, "warm"), "warm"))
+        targets.append(Target(PYSHRINK, ex, [shrink] + ex.args, mode="memory"))
         for tool in (PYINSTALLER, STATICX, STATICX_FIX, NUITKA):
             b = self.builds.get((tool, ex.name))
             if b and not b.get("failure"):
@@ -711,7 +714,7 @@ class Bench:
         for t in live:
             if t.failure or t.tool == PYTHON:
                 continue
-            if t.tool == PYSHRINK and t.mode == "warm":
+            if t.tool == PYSHRINK and t.mode != "cold":
                 continue
             b = self.builds[(t.tool, ex.name)]
             for with_tmp in (False, True):
@@ -982,11 +985,18 @@ def report(bench, examples):
                 notes.insert(0, "**FAILED** " + b["failure"])
             row.append("; ".join(notes))
             rows.append(row)
+            memory = tmed.get((tool, "memory")) if tool == PYSHRINK else None
+            if memory:
+                rows.append(["pyshrink, `PYSHRINK_RUNTIME=memory`", row[1], row[2], row[3],
+                             fmt_ms(memory[0]) + "§", fmt_ms(memory[0]) + "§", mib(memory[1]),
+                             "", "", "the same bundle, unpacked into memory files on every start; "
+                             "nothing written"])
         w(table(["tool", "size (bytes)", "size (MB)", "build (s)", "cold start (ms)", "warm start (ms)",
                  "peak RSS (MiB)", "empty root", "empty root +tmp", "notes"], rows))
         w("")
         w("† extracts to a new temporary directory on every start, so every run is cold (cold = warm). "
-          "‡ nothing to extract (cold = warm).")
+          "‡ nothing to extract (cold = warm). "
+          "§ the memory runtime keeps nothing between runs, so every start is cold (cold = warm).")
         w("")
 
         def size_of(tool):
@@ -1008,6 +1018,8 @@ def report(bench, examples):
             ratio(cold_of(PYSHRINK), cold_of(sx)),
             ratio(cold_of(PYSHRINK), cold_of(PYINSTALLER)),
             ratio((tmed.get((PYSHRINK, "warm")) or (None,))[0], cold_of(PYTHON)),
+            ratio((tmed.get((PYSHRINK, "memory")) or (None,))[0], cold_of(PYSHRINK)),
+            ratio((tmed.get((PYSHRINK, "memory")) or (None,))[0], cold_of(NUITKA)),
         ] + (["RUNPATH-free copy"] if sx == STATICX_FIX else ["as built"]))
 
     w("## Ratios")
@@ -1018,6 +1030,7 @@ def report(bench, examples):
     w(table(["example", "size: pyshrink / PyInstaller+staticx", "size: pyshrink / Nuitka",
              "cold start: pyshrink / Nuitka", "cold start: pyshrink / PyInstaller+staticx",
              "cold start: pyshrink / PyInstaller", "warm start: pyshrink / python3 app.py",
+             "memory runtime start / disk cold start", "memory runtime start / Nuitka",
              "staticx row used"], ratio_rows))
     w("")
 

@@ -8,7 +8,8 @@
 # it. What this adds:
 # - `sys.path` entries for the packages, which `site` skipped since they are not directories;
 # - an import finder for extension modules, which load from their own memory files after the
-#   libraries they need (the loader cannot search a directory for those);
+#   libraries they need (the loader cannot search a directory for those); ctypes and cffi get
+#   the same when they open a bundled library by path;
 # - `open()`, `io.open_code()`, `os.stat()`, `os.lstat()`, `os.listdir()` and `os.scandir()` that
 #   read the bundled files by those paths, so packages that read their data next to `__file__`
 #   work; writing is refused.
@@ -90,6 +91,16 @@ def _pyshrink_memory(root, table):
             cache.append(needs)
         return cache[0]
 
+    def by_path(real_dlopen):
+        def dlopen(name, *args, **kwargs):
+            rel = member(name)
+            if rel in elf:
+                load_libraries(rel)
+                name = elf[rel]
+            return real_dlopen(name, *args, **kwargs)
+
+        return dlopen
+
     class ExtensionLoader:
         def __init__(self, rel):
             self.rel = rel
@@ -101,17 +112,10 @@ def _pyshrink_memory(root, table):
         def exec_module(self, module):
             _imp.exec_dynamic(module)
             module.__file__ = prefix + self.rel
-            if module.__name__ == "_ctypes":
-                real_dlopen = module.dlopen
-
-                def dlopen(name, *args):
-                    rel = member(name)
-                    if rel in elf:
-                        load_libraries(rel)
-                        name = elf[rel]
-                    return real_dlopen(name, *args)
-
-                module.dlopen = dlopen
+            # ctypes and cffi open libraries by path, with dlopen: give it the memory file.
+            name = {"_ctypes": "dlopen", "_cffi_backend": "load_library"}.get(module.__name__)
+            if name:
+                setattr(module, name, by_path(getattr(module, name)))
 
     class ExtensionFinder:
         @classmethod
