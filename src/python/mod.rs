@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 const PLANNER: &str = include_str!("planner.py");
+/// The memory runtime's `sitecustomize`, compiled into every bundle.
+const MEMORY_BOOT: &str = include_str!("memory_boot.py");
 
 /// The interpreter's layout, as it reports it.
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +260,10 @@ pub fn build_plan(python: &Path, req: &BuildRequest) -> Result<Plan> {
         "include_data": req.include_data,
         "ca_certs": req.ca_certs,
         "tzdata": req.tzdata,
+        "memory_boot": {
+            "source": MEMORY_BOOT,
+            "dest": format!("{}/sitecustomize.pyc", pyshrink_stub::MEMORY_BOOT_DIR),
+        },
     });
     let v = ask(python, &request)?;
     serde_json::from_value(v).context("interpreter plan has an unexpected shape")

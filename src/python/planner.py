@@ -858,6 +858,17 @@ def plan(req):
     for p in patches:
         if os.path.join(stage, p) not in written:
             report["warnings"].append("host data hook for %s was not staged" % p)
+    boot = req.get("memory_boot")
+    if boot:
+        # The memory runtime's start-up code, compiled once here rather than on every start.
+        dest = os.path.join(stage, boot["dest"])
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        from importlib._bootstrap_external import _code_to_hash_pyc
+        import importlib.util
+        source = boot["source"].encode("utf-8")
+        code = compile(source, boot["dest"][:-1], "exec", dont_inherit=True)
+        with open(dest, "wb") as f:
+            f.write(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
     report["elf"].sort()
     return report
 

@@ -67,6 +67,10 @@ impl Runtime {
 /// those libraries before the file, since the loader cannot search a directory for them there.
 pub const MEMORY_LIBS_FILE: &str = "pyshrink-libs.txt";
 
+/// In the payload: the directory holding the memory runtime's `sitecustomize`, which the launcher
+/// puts on `PYTHONPATH` in that runtime only.
+pub const MEMORY_BOOT_DIR: &str = "pyshrink-boot";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// `X.Y.Z` of the bundled interpreter.

@@ -34,7 +34,7 @@ const BOOT: &[u8] = b"def _pyshrink_main():
     del g['_pyshrink_main']
     if kind == 'module':
         import os, runpy
-        sys.path[0:1] = [os.getcwd(), sys.prefix + '/app']
+        sys.path[0:1] = [os.getcwd(), sys.base_prefix + '/app']
         runpy._run_module_as_main(target, alter_argv=False)
         return
     import marshal

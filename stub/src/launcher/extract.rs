@@ -1,7 +1,7 @@
 //! Verifying and extracting the payload.
 //!
-//! The content hash is checked over the whole payload and manifest before a single byte is
-//! decompressed. Extraction follows check / lock / check again / write into `<hash>.work` /
+//! The content hash is checked over the whole payload and manifest, on a second thread while the
+//! payload is unpacked; an extraction is renamed into place (and run) only once it matched. Extraction follows check / lock / check again / write into `<hash>.work` /
 //! rename, so a directory named `<hash>` is always complete: a run killed half-way leaves only a
 //! work dir, which the next run (holding the lock, so no one else is writing it) removes.
 
@@ -142,33 +142,108 @@ pub fn payload_archive<'a>(fd: &'a sys::Fd, t: &Trailer) -> ArchiveReader<Decode
     }))
 }
 
-/// Checks the content hash of payload and manifest; exits with the corrupt code on mismatch.
-pub fn verify(fd: &sys::Fd, t: &Trailer, exe: &[u8]) {
-    let mut hasher = content_hasher();
+/// The content hash of payload and manifest, computed on a second thread while the payload is
+/// unpacked, so a cold start pays for decompression or hashing, whichever is slower, not both.
+/// Unpacked files are only put to use after [`Verifier::finish`] (an extraction is renamed into
+/// place, the memory runtime execs), which exits with the corrupt code on a mismatch.
+pub struct Verifier {
+    thread: Option<libc::pthread_t>,
+    job: alloc::boxed::Box<HashJob>,
+    expected: [u8; 32],
+}
+
+struct HashJob {
+    fd: core::ffi::c_int,
+    offset: u64,
+    len: u64,
+    digest: [u8; 32],
+    error: sys::Errno,
+}
+
+extern "C" fn hash_job(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
+    // SAFETY: `arg` is the boxed job, which the Verifier keeps alive and does not touch until
+    // the thread is joined.
+    let job = unsafe { &mut *arg.cast::<HashJob>() };
+    // The descriptor belongs to the caller, which keeps it open until `finish`.
+    let fd = core::mem::ManuallyDrop::new(sys::Fd(job.fd));
     let mut section = Section {
-        fd,
-        offset: t.payload_offset(),
-        left: t.payload_len + t.manifest_len,
+        fd: &fd,
+        offset: job.offset,
+        left: job.len,
     };
+    let mut hasher = content_hasher();
     let mut buf = vec![0u8; CHUNK];
     loop {
         match section.read_some(&mut buf) {
             Ok(0) => break,
             Ok(n) => hasher.update(&buf[..n]),
-            Err(e) => die_errno(exit::IO, b"failed to read", exe, e),
+            Err(e) => {
+                job.error = e;
+                return core::ptr::null_mut();
+            }
         }
     }
-    if hasher.finalize()[..] != t.content_sha256[..] {
-        die_format(
-            &FormatError::Corrupt("content hash mismatch: the payload or manifest was altered"),
-            exe,
-        );
+    job.digest.copy_from_slice(&hasher.finalize());
+    core::ptr::null_mut()
+}
+
+impl Verifier {
+    /// Starts hashing `fd`'s payload and manifest (on this thread if no other can be made).
+    pub fn start(fd: &sys::Fd, t: &Trailer) -> Verifier {
+        let mut job = alloc::boxed::Box::new(HashJob {
+            fd: fd.0,
+            offset: t.payload_offset(),
+            len: t.payload_len + t.manifest_len,
+            digest: [0; 32],
+            error: 0,
+        });
+        let arg: *mut HashJob = &mut *job;
+        let mut thread: libc::pthread_t = 0;
+        // SAFETY: `hash_job` matches the start routine signature; `arg` outlives the thread (see
+        // `hash_job`); default attributes.
+        let started =
+            unsafe { libc::pthread_create(&mut thread, core::ptr::null(), hash_job, arg.cast()) }
+                == 0;
+        if !started {
+            hash_job(arg.cast());
+        }
+        Verifier {
+            thread: started.then_some(thread),
+            job,
+            expected: t.content_sha256,
+        }
+    }
+
+    /// Waits for the hash; exits with the corrupt code if it does not match the trailer.
+    pub fn finish(mut self, exe: &[u8]) {
+        if let Some(thread) = self.thread.take() {
+            // SAFETY: a thread this value started and joins once.
+            unsafe { libc::pthread_join(thread, core::ptr::null_mut()) };
+        }
+        if self.job.error != 0 {
+            die_errno(exit::IO, b"failed to read", exe, self.job.error);
+        }
+        if self.job.digest != self.expected {
+            die_format(
+                &FormatError::Corrupt("content hash mismatch: the payload or manifest was altered"),
+                exe,
+            );
+        }
     }
 }
 
-/// Extracts the verified payload into `<root>/<key>`, unless another run finished it first (or,
-/// with `replace`, replacing what is there).
-pub fn extract(fd: &sys::Fd, t: &Trailer, root: &[u8], key: &[u8], exe: &[u8], replace: bool) {
+/// Extracts the payload into `<root>/<key>`, unless another run finished it first (or, with
+/// `replace`, replacing what is there). `verifier` is joined before the extraction is renamed
+/// into place.
+pub fn extract(
+    fd: &sys::Fd,
+    t: &Trailer,
+    root: &[u8],
+    key: &[u8],
+    exe: &[u8],
+    replace: bool,
+    verifier: Verifier,
+) {
     let io = |what: &[u8], path: &[u8], e| -> ! { die_errno(exit::IO, what, path, e) };
     let root_fd = sys::open(
         root,
@@ -188,6 +263,7 @@ pub fn extract(fd: &sys::Fd, t: &Trailer, root: &[u8], key: &[u8], exe: &[u8], r
     sys::flock_exclusive(&lock).unwrap_or_else(|e| io(b"failed to lock", &lock_name, e));
     let dir = sys::join(root, key);
     if !replace && is_complete(&dir) {
+        verifier.finish(exe);
         return;
     }
     let mut work = Vec::from(key);
@@ -255,6 +331,7 @@ pub fn extract(fd: &sys::Fd, t: &Trailer, root: &[u8], key: &[u8], exe: &[u8], r
         exe,
     );
     drop(work_fd);
+    verifier.finish(exe);
     sys::rename(&work_path, &dir)
         .unwrap_or_else(|e| io(b"failed to move the extraction into place at", &dir, e));
     drop(lock);

@@ -4,9 +4,10 @@
 //! open across exec and which open like files by `/proc/self/fd/N`:
 //! - each ELF file (the loader, the interpreter, libraries, extension modules) and the stdlib zip
 //!   gets a memory file of its own, sealed against writes;
-//! - every other file goes into one stored zip, built here, that `zipimport` reads. It also holds
-//!   `pyshrink-boot/sitecustomize.py` (`memory_boot.py`), which installs the import finder for
-//!   extension modules and lets `open()` read the bundled files by their paths.
+//! - every other file goes into one stored zip, built here, that `zipimport` reads. Its
+//!   `pyshrink-boot/sitecustomize.pyc` (`src/python/memory_boot.py`, compiled by the bundler)
+//!   installs the import finder for extension modules and lets `open()` read the bundled files by
+//!   their paths; `PYSHRINK_MEMORY` tells it where everything is.
 //!
 //! The loader runs from its memory file with `--preload` for the interpreter's libraries (glibc
 //! matches a `DT_NEEDED` name against the SONAME of an object already loaded), and CPython finds
@@ -24,8 +25,8 @@ use crate::{exit, zip, ArchiveReader, EntryKind, Manifest, Source, Trailer};
 /// Set for the interpreter to the bundle's cache key: a run of the same bundle that sees it was
 /// started as `sys.executable` and behaves as `python3`.
 pub const PYTHON_ROLE_VAR: &[u8] = b"PYSHRINK_PYTHON";
-const BOOT_DIR: &[u8] = b"pyshrink-boot";
-const BOOT_SOURCE: &[u8] = include_bytes!("memory_boot.py");
+/// For the boot code: the zip's path, then `<fd>=<payload path>` per memory file of its own.
+const MEMORY_VAR: &[u8] = b"PYSHRINK_MEMORY";
 const ELF_MAGIC: &[u8] = b"\x7fELF";
 /// Buffered zip output is written in pieces of this size.
 const ZIP_BUFFER: usize = 1 << 20;
@@ -218,28 +219,24 @@ fn separate(path: &[u8], head: &[u8]) -> bool {
             && !path[4..].contains(&b'/'))
 }
 
-/// The boot code with its call: `_pyshrink_memory('<zip path>', b'<path>\0<fd>\n...')`.
-fn boot_source(root: &[u8], table: &[u8]) -> Vec<u8> {
-    let mut out = Vec::from(BOOT_SOURCE);
-    out.extend_from_slice(b"\n_pyshrink_memory(");
-    for (text, prefix) in [(root, &b"'"[..]), (table, &b"b'"[..])] {
-        out.extend_from_slice(prefix);
-        for &b in text {
-            if b.is_ascii_alphanumeric() || b"/._-+".contains(&b) {
-                out.push(b);
+/// `PYSHRINK_MEMORY=<zip path>\n<fd>=<path>\n...`, bytes below 0x20 and `%` as `%XX`.
+fn memory_var(root: &[u8], own: &[(Vec<u8>, sys::Fd)]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::from(MEMORY_VAR);
+    out.push(b'=');
+    out.extend_from_slice(root);
+    for (path, file) in own {
+        out.push(b'\n');
+        push_decimal(&mut out, file.0 as u64);
+        out.push(b'=');
+        for &b in path {
+            if b < 0x20 || b == b'%' {
+                out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
             } else {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'x',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 15)],
-                ]);
+                out.push(b);
             }
         }
-        out.extend_from_slice(b"', ");
     }
-    out.extend_from_slice(b")\ndel _pyshrink_memory\n");
     out
 }
 
@@ -259,12 +256,14 @@ pub fn run(
             &[b"the memory runtime needs /proc (it runs the interpreter from /proc/self/fd)\n\nhint: mount /proc, or run it with PYSHRINK_RUNTIME=disk and a writable directory"],
         );
     }
-    extract::verify(fd, t, exe);
     let memfd = |name: &[u8]| {
         sys::memfd(name)
             .unwrap_or_else(|e| die_errno(exit::IO, b"failed to create memory file", name, e))
     };
+    // Before the second thread starts: growing the descriptor table of a process with more
+    // than one thread waits for an RCU grace period (milliseconds).
     let mut zip = ZipWriter::new(stable(memfd(b"pyshrink-files.zip")));
+    let verifier = extract::Verifier::start(fd, t);
     let root = fd_path(&zip.fd);
     let mut own: Vec<(Vec<u8>, sys::Fd)> = Vec::new();
     let mut archive = extract::payload_archive(fd, t);
@@ -325,18 +324,9 @@ pub fn run(
     }
     drop(archive);
 
-    let mut table = Vec::new();
-    for (path, file) in &own {
-        table.extend_from_slice(path);
-        table.push(0);
-        push_decimal(&mut table, file.0 as u64);
-        table.push(b'\n');
-    }
-    let mut boot = Vec::from(BOOT_DIR);
-    boot.extend_from_slice(b"/sitecustomize.py");
-    zip.add(&boot, &boot_source(&root, &table));
     let zip = zip.finish();
     let _ = sys::seal(&zip);
+    verifier.finish(exe);
 
     let find = |path: &[u8]| -> Vec<u8> {
         match own.iter().find(|(p, _)| p == path) {
@@ -361,13 +351,18 @@ pub fn run(
             python_path.push(b':');
         }
     }
-    python_path.extend_from_slice(&sys::join(&root, BOOT_DIR));
+    python_path.extend_from_slice(&sys::join(&root, crate::MEMORY_BOOT_DIR.as_bytes()));
 
     let mut vars: Vec<Vec<u8>> = env
         .vars()
-        .filter(|kv| !kv.starts_with(b"PYTHON") && !kv.starts_with(PYTHON_ROLE_VAR))
+        .filter(|kv| {
+            !kv.starts_with(b"PYTHON")
+                && !kv.starts_with(PYTHON_ROLE_VAR)
+                && !kv.starts_with(MEMORY_VAR)
+        })
         .map(Vec::from)
         .collect();
+    vars.push(memory_var(&root, &own));
     let mut var = |k: &[u8], v: &[u8]| {
         let mut kv = Vec::from(k);
         kv.push(b'=');

@@ -209,13 +209,14 @@ pub extern "C" fn main(
     let dir = sys::join(&root, &key);
     let fresh = !extract::is_complete(&dir);
     if fresh {
-        extract::verify(&fd, &trailer, &exe);
-        extract::extract(&fd, &trailer, &root, &key, &exe, false);
+        let verifier = extract::Verifier::start(&fd, &trailer);
+        extract::extract(&fd, &trailer, &root, &key, &exe, false, verifier);
     } else if env.get_set(b"PYSHRINK_VERIFY") == Some(b"1") {
-        extract::verify(&fd, &trailer, &exe);
+        extract::Verifier::start(&fd, &trailer).finish(&exe);
         if !extract::tree_matches(&fd, &trailer, &dir, &exe) {
             extract::report_mismatch(&dir);
-            extract::extract(&fd, &trailer, &root, &key, &exe, true);
+            let verifier = extract::Verifier::start(&fd, &trailer);
+            extract::extract(&fd, &trailer, &root, &key, &exe, true, verifier);
         }
     }
     drop(fd);

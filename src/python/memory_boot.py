@@ -1,7 +1,10 @@
-# The memory runtime's start-up code. The launcher writes it into the in-memory zip as
-# `sitecustomize.py`, followed by a call with the zip's path and the table of files it keeps in
-# memory files of their own (ELF files, mapped by the loader). `site` imports it before the app
-# runs, in the bundle and in its `sys.executable` children alike.
+# The memory runtime's start-up code, compiled by the bundler into the payload as
+# `pyshrink-boot/sitecustomize.pyc`. The launcher puts that directory of its in-memory zip on
+# `PYTHONPATH` and describes the memory files in `PYSHRINK_MEMORY`: the zip's path, then a line
+# `<fd>=<payload path>` for each file kept in a memory file of its own (ELF files, mapped by the
+# loader, and the stdlib zip), `%XX` for bytes below 0x20 and `%`. `site` imports it before the
+# app runs, in the bundle and in its `sys.executable` children alike; on disk it is not on
+# `sys.path` and never runs.
 #
 # Every bundled path is a path inside the zip, `/proc/self/fd/N/<path in the payload>`:
 # `sys.prefix` is the zip, so `__file__`, `sys.path` and `importlib.resources` all name places in
@@ -15,7 +18,7 @@
 #   work; writing is refused.
 
 
-def _pyshrink_memory(root, table):
+def _pyshrink_memory():
     import builtins
     import io
     import os
@@ -28,28 +31,45 @@ def _pyshrink_memory(root, table):
     ModuleSpec = sys.modules["_frozen_importlib"].ModuleSpec
     suffixes = _imp.extension_suffixes()
 
+    spec = os.environb.pop(b"PYSHRINK_MEMORY", None)
+    if spec is None:
+        return
     for var in ("PYTHONHOME", "PYTHONPATH"):
         os.environ.pop(var, None)
+    lines = spec.split(b"\n")
+    root = os.fsdecode(lines[0])
     prefix = root + "/"
     elf = {}
-    for line in table.split(b"\n"):
-        if line:
-            rel, fd = line.rsplit(b"\0", 1)
+    for line in lines[1:]:
+        fd, _, rel = line.partition(b"=")
+        if b"%" in rel:
+            parts = rel.split(b"%")
+            rel = parts[0] + b"".join(bytes([int(p[:2], 16)]) + p[2:] for p in parts[1:])
+        if rel:
             elf[os.fsdecode(rel)] = "/proc/self/fd/" + fd.decode()
     archive = zipimport.zipimporter(root)
     files = archive._get_files() if hasattr(archive, "_get_files") else archive._files
-    dirs = {""}
-    for name in list(files) + list(elf):
-        parts = name.rstrip("/").split("/")
-        for i in range(1, len(parts)):
-            dirs.add("/".join(parts[:i]))
+
+    class Dirs:
+        """Every directory of the payload, worked out on first use."""
+
+        def __contains__(self, rel):
+            if not hasattr(self, "all"):
+                self.all = {""}
+                for name in list(files) + list(elf):
+                    parts = name.rstrip("/").split("/")
+                    for i in range(1, len(parts)):
+                        self.all.add("/".join(parts[:i]))
+            return rel in self.all
+
+    dirs = Dirs()
 
     version = "python%d.%d" % sys.version_info[:2]
     boot = prefix + "pyshrink-boot"
     sys.path[:] = [p for p in sys.path if p != boot]
-    for site in ("lib/%s/site-packages" % version, "lib/python3/dist-packages"):
-        if site in dirs and prefix + site not in sys.path:
-            sys.path.append(prefix + site)
+    for site in ("lib/%s/site-packages/" % version, "lib/python3/dist-packages/"):
+        if site in files and prefix + site[:-1] not in sys.path:
+            sys.path.append(prefix + site[:-1])
 
     class Spec:
         def __init__(self, name, origin):
@@ -282,3 +302,7 @@ def _pyshrink_memory(root, table):
     io.open = builtins.open = open
     io.open_code = open_code
     os.stat, os.lstat, os.listdir, os.scandir = stat_, lstat, listdir, scandir
+
+
+_pyshrink_memory()
+del _pyshrink_memory
