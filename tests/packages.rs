@@ -523,6 +523,11 @@ fn host_ca_certificates_and_time_zones_in_empty_root() {
         let root = Root::new(&out);
         let o = root.run(&[]);
         assert_code(&o, 0, name);
+        // From memory (read-only root): _ssl loads libssl and libcrypto from memory files, the
+        // CA file and the zone database are read from the in-memory zip. The same answers.
+        let m = root.command(false, &[], &[]).output().unwrap();
+        assert_code(&m, 0, &format!("{name}, memory"));
+        assert_eq!(stdout(&m), stdout(&o), "{name}: memory and disk agree");
         let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
         assert!(v["x509_ca"].as_u64().unwrap() > 0, "{name}: {v}");
         if has_zoneinfo {
