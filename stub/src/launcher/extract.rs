@@ -134,6 +134,14 @@ impl Source for Decoded<'_> {
     }
 }
 
+/// The next entry of the payload; a damaged archive ends the process with the corrupt code.
+pub fn next_entry<S: crate::Source>(
+    archive: &mut ArchiveReader<S>,
+    exe: &[u8],
+) -> Option<crate::ArchiveEntry> {
+    archive.next_entry().unwrap_or_else(|e| die_format(&e, exe))
+}
+
 pub fn payload_archive<'a>(fd: &'a sys::Fd, t: &Trailer) -> ArchiveReader<Decoded<'a>> {
     ArchiveReader::new(Decoded::new(Section {
         fd,
@@ -288,12 +296,7 @@ pub fn extract(
     let mut made: BTreeSet<Vec<u8>> = BTreeSet::new();
     let mut archive = payload_archive(fd, t);
     let mut buf = vec![0u8; CHUNK];
-    loop {
-        let entry = match archive.next_entry() {
-            Ok(Some(e)) => e,
-            Ok(None) => break,
-            Err(e) => die_format(&e, exe),
-        };
+    while let Some(entry) = next_entry(&mut archive, exe) {
         let path = entry.path.as_bytes();
         make_dirs(&work_fd, parent_of(path), &mut made, &work_path);
         match entry.kind {
@@ -407,12 +410,7 @@ pub fn tree_matches(fd: &sys::Fd, t: &Trailer, dir: &[u8], exe: &[u8]) -> bool {
     let mut archive = payload_archive(fd, t);
     let (mut want, mut have) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
     let mut files: u64 = 2; // the manifest copy and bin/python3
-    loop {
-        let entry = match archive.next_entry() {
-            Ok(Some(e)) => e,
-            Ok(None) => break,
-            Err(e) => die_format(&e, exe),
-        };
+    while let Some(entry) = next_entry(&mut archive, exe) {
         let EntryKind::File { size, .. } = entry.kind else {
             continue;
         };

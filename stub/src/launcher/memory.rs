@@ -54,22 +54,8 @@ fn stable(fd: sys::Fd) -> sys::Fd {
 
 fn fd_path(fd: &sys::Fd) -> Vec<u8> {
     let mut p = Vec::from(&b"/proc/self/fd/"[..]);
-    push_decimal(&mut p, fd.0 as u64);
+    sys::push_decimal(&mut p, fd.0 as u64);
     p
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// A stored zip written into a memory file as entries arrive.
@@ -227,7 +213,7 @@ fn memory_var(root: &[u8], own: &[(Vec<u8>, sys::Fd)]) -> Vec<u8> {
     out.extend_from_slice(root);
     for (path, file) in own {
         out.push(b'\n');
-        push_decimal(&mut out, file.0 as u64);
+        sys::push_decimal(&mut out, file.0 as u64);
         out.push(b'=');
         for &b in path {
             if b < 0x20 || b == b'%' {
@@ -268,12 +254,7 @@ pub fn run(
     let mut own: Vec<(Vec<u8>, sys::Fd)> = Vec::new();
     let mut archive = extract::payload_archive(fd, t);
     let mut buf = vec![0u8; extract::CHUNK];
-    loop {
-        let entry = match archive.next_entry() {
-            Ok(Some(e)) => e,
-            Ok(None) => break,
-            Err(e) => die_format(&e, exe),
-        };
+    while let Some(entry) = extract::next_entry(&mut archive, exe) {
         let path = entry.path.as_bytes();
         match entry.kind {
             EntryKind::Dir { .. } => {

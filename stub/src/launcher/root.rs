@@ -47,7 +47,7 @@ pub fn find(env: &Env) -> Result<Vec<u8>, Vec<u8>> {
         candidates.push((sys::join(home, b".cache/pyshrink"), true));
     }
     let mut per_user = Vec::from(&b"pyshrink-"[..]);
-    push_decimal(&mut per_user, uid);
+    sys::push_decimal(&mut per_user, u64::from(uid));
     if let Some(tmp) = env.get_set(b"TMPDIR") {
         candidates.push((sys::join(tmp, &per_user), false));
     }
@@ -70,20 +70,6 @@ pub fn find(env: &Env) -> Result<Vec<u8>, Vec<u8>> {
         }
     }
     Err(tried)
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Creates `dir` (and with `parents`, its missing ancestors) with mode 0700, then checks it.
