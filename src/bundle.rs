@@ -421,8 +421,9 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
     )?;
 
     progress.step("compressing");
-    let (tar, files) = payload::archive(stage)?;
-    let compressed = payload::compress(&tar, args.compression_level)?;
+    let archive = payload::archive(stage)?;
+    let (compressed, second_frame) = payload::compress_archive(&archive, args.compression_level)?;
+    let (tar, files) = (&archive.tar, archive.files);
     let manifest = Manifest {
         python: layout.version_str.clone(),
         interpreter: INTERPRETER.into(),
@@ -435,6 +436,7 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
         },
         runtime: args.runtime.into(),
         preload,
+        second_frame,
         extra: vec![
             ("name".into(), name.clone()),
             ("files".into(), files.to_string()),

@@ -1,5 +1,5 @@
-//! Writing bundles: a reproducible tar of the staged tree, one zstd frame, the manifest and the
-//! trailer defined in the `pyshrink-stub` crate.
+//! Writing bundles: a reproducible tar of the staged tree, in one or two zstd frames, the
+//! manifest and the trailer defined in the `pyshrink-stub` crate.
 
 use std::fs;
 use std::io::Write;
@@ -14,12 +14,30 @@ use sha2::Digest;
 /// extracting grows with it, so it is fixed here rather than left to the level.
 const WINDOW_LOG: u32 = 23;
 
-/// Tars every regular file (and empty directory) under `stage`, sorted by path, with fixed
-/// mtime, owner and modes (0755 for executables and ELF files, 0644 otherwise), so the same
-/// inputs give the same bytes. Returns the archive and the number of files.
-pub fn archive(stage: &Path) -> Result<(Vec<u8>, usize)> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut count = 0;
+/// The payload before compression.
+pub struct Archive {
+    pub tar: Vec<u8>,
+    pub files: usize,
+    /// Where the entries unpacked on the launcher's second thread start (the biggest ELF
+    /// files); `tar.len()` when there are none.
+    pub split: usize,
+}
+
+/// Below this much data, one thread unpacks faster than two start.
+const SPLIT_MIN: u64 = 2 << 20;
+
+/// Tars every regular file (and empty directory) under `stage` with fixed mtime, owner and modes
+/// (0755 for executables and ELF files, 0644 otherwise), so the same inputs give the same bytes.
+/// Entries are sorted by path, except that the biggest ELF files, together at least 40% of the
+/// data, come last, after `split`, for the launcher's second thread.
+pub fn archive(stage: &Path) -> Result<Archive> {
+    struct File {
+        rel: std::path::PathBuf,
+        data: Vec<u8>,
+        exec: bool,
+    }
+    let mut empty_dirs = Vec::new();
+    let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(stage).sort_by_file_name() {
         let entry = entry.with_context(|| format!("failed to walk `{}`", stage.display()))?;
         let rel = entry
@@ -31,12 +49,7 @@ pub fn archive(stage: &Path) -> Result<(Vec<u8>, usize)> {
             // (lib-dynload is CPython's exec_prefix landmark even when no module is in it).
             let empty = fs::read_dir(entry.path())?.next().is_none();
             if empty && entry.depth() > 0 {
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_size(0);
-                header.set_mode(0o755);
-                header.set_mtime(0);
-                builder.append_data(&mut header, rel, std::io::empty())?;
+                empty_dirs.push(rel.to_path_buf());
             }
             continue;
         }
@@ -52,24 +65,82 @@ pub fn archive(stage: &Path) -> Result<(Vec<u8>, usize)> {
             .with_context(|| format!("failed to read `{}`", entry.path().display()))?;
         let exec =
             entry.metadata()?.permissions().mode() & 0o111 != 0 || data.starts_with(b"\x7fELF");
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(data.len() as u64);
-        header.set_mode(if exec { 0o755 } else { 0o644 });
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        builder
-            .append_data(&mut header, rel, data.as_slice())
-            .with_context(|| format!("failed to archive `{rel_str}`"))?;
-        count += 1;
+        files.push(File {
+            rel: rel.to_path_buf(),
+            data,
+            exec,
+        });
     }
-    Ok((
-        builder
-            .into_inner()
-            .context("failed to finish the archive")?,
-        count,
-    ))
+
+    let total: u64 = files.iter().map(|f| f.data.len() as u64).sum();
+    let mut by_size: Vec<usize> = (0..files.len())
+        .filter(|&i| files[i].data.starts_with(b"\x7fELF"))
+        .collect();
+    by_size.sort_by_key(|&i| (std::cmp::Reverse(files[i].data.len()), i));
+    let mut second = vec![false; files.len()];
+    let mut taken = 0u64;
+    if total >= SPLIT_MIN {
+        for i in by_size {
+            if taken * 10 >= total * 4 {
+                break;
+            }
+            second[i] = true;
+            taken += files[i].data.len() as u64;
+        }
+    }
+
+    let mut builder = tar::Builder::new(Vec::new());
+    for rel in &empty_dirs {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        header.set_mode(0o755);
+        header.set_mtime(0);
+        builder.append_data(&mut header, rel, std::io::empty())?;
+    }
+    let mut split = None;
+    for part in [false, true] {
+        if part {
+            split = Some(builder.get_ref().len());
+        }
+        for (f, _) in files.iter().zip(&second).filter(|(_, &s)| s == part) {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(f.data.len() as u64);
+            header.set_mode(if f.exec { 0o755 } else { 0o644 });
+            header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            builder
+                .append_data(&mut header, &f.rel, f.data.as_slice())
+                .with_context(|| format!("failed to archive `{}`", f.rel.display()))?;
+        }
+    }
+    let tar = builder
+        .into_inner()
+        .context("failed to finish the archive")?;
+    let split = if taken > 0 {
+        split.unwrap_or(tar.len())
+    } else {
+        tar.len()
+    };
+    Ok(Archive {
+        files: files.len(),
+        split,
+        tar,
+    })
+}
+
+/// The archive compressed as one zstd frame per part (one when there is no split), and where
+/// the second frame starts (0 when there is none).
+pub fn compress_archive(a: &Archive, level: i32) -> Result<(Vec<u8>, u64)> {
+    let mut out = compress(&a.tar[..a.split], level)?;
+    if a.split == a.tar.len() {
+        return Ok((out, 0));
+    }
+    let second = out.len() as u64;
+    out.extend_from_slice(&compress(&a.tar[a.split..], level)?);
+    Ok((out, second))
 }
 
 /// One zstd frame with the content size and checksum recorded.

@@ -57,6 +57,8 @@ pub struct ArchiveReader<S: Source> {
     /// Padding after the current entry's data.
     padding: u64,
     done: bool,
+    /// A leading part of an archive: it may end at an entry boundary, without the end marker.
+    part: bool,
 }
 
 fn corrupt(what: &'static str) -> FormatError {
@@ -70,6 +72,15 @@ impl<S: Source> ArchiveReader<S> {
             remaining: 0,
             padding: 0,
             done: false,
+            part: false,
+        }
+    }
+
+    /// A reader of the entries before a split point: the source ends at an entry boundary.
+    pub fn part(src: S) -> Self {
+        ArchiveReader {
+            part: true,
+            ..ArchiveReader::new(src)
         }
     }
 
@@ -121,7 +132,15 @@ impl<S: Source> ArchiveReader<S> {
         let mut long_name: Option<String> = None;
         loop {
             let mut h = [0u8; BLOCK];
-            self.read_exact(&mut h)?;
+            let first = self.src.read(&mut h)?;
+            if first == 0 && self.part && long_name.is_none() {
+                self.done = true;
+                return Ok(None);
+            }
+            if first == 0 {
+                return Err(corrupt("archive ends inside an entry"));
+            }
+            self.read_exact(&mut h[first..])?;
             if h.iter().all(|&b| b == 0) {
                 self.done = true;
                 return Ok(None);
@@ -396,6 +415,35 @@ mod tests {
         assert_eq!(got[1].1, b"hello");
         assert_eq!(got[2].0.path, long);
         assert_eq!(got[2].1, b"abc");
+    }
+
+    /// The entries before a split point end without the end marker; anywhere else but an entry
+    /// boundary is still truncation, and a plain reader still wants the marker.
+    #[test]
+    fn a_leading_part_ends_at_an_entry_boundary() {
+        let whole = archive(&[
+            (header(b"a.txt", b'0', 5, b""), b"hello"),
+            (header(b"b.txt", b'0', 3, b""), b"abc"),
+        ]);
+        let split = 2 * BLOCK;
+        let mut r = ArchiveReader::part(&whole[..split]);
+        assert_eq!(r.next_entry().unwrap().unwrap().path, "a.txt");
+        assert_eq!(r.next_entry(), Ok(None));
+        let mut r = ArchiveReader::part(&whole[split..]);
+        assert_eq!(r.next_entry().unwrap().unwrap().path, "b.txt");
+        assert_eq!(r.next_entry(), Ok(None));
+        assert!(ArchiveReader::part(&whole[..split + 100])
+            .next_entry()
+            .is_ok());
+        let mut r = ArchiveReader::part(&whole[..split + 100]);
+        r.next_entry().unwrap();
+        assert!(r.next_entry().is_err(), "a header cut short is corrupt");
+        let mut r = ArchiveReader::new(&whole[..split]);
+        r.next_entry().unwrap();
+        assert!(
+            r.next_entry().is_err(),
+            "a whole archive needs its end marker"
+        );
     }
 
     #[test]

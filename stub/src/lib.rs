@@ -4,14 +4,16 @@
 //! A bundle is one file:
 //!
 //! ```text
-//! +-----------+------------------------------+---------------------+-------------+
-//! | stub ELF  | payload: tar, one zstd frame | manifest (UTF-8)    | trailer 72B |
-//! +-----------+------------------------------+---------------------+-------------+
+//! +-----------+-----------------------------------+------------------+-------------+
+//! | stub ELF  | payload: tar, one or two zstd fr. | manifest (UTF-8) | trailer 72B |
+//! +-----------+-----------------------------------+------------------+-------------+
 //! ```
 //!
 //! The trailer is last, so one read of the final 72 bytes tells whether a file is a bundle. See
 //! [`trailer`] for its fields, [`manifest`] for the launch description and [`archive`] for the
-//! subset of tar the payload uses.
+//! subset of tar the payload uses. The payload is one tar stream; when the manifest names a
+//! `second_frame`, its compressed bytes are two zstd frames split at an entry boundary, which the
+//! launcher unpacks on two threads.
 
 #![cfg_attr(not(test), no_std)]
 

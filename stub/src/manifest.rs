@@ -13,6 +13,7 @@
 //! python_exe=bin/python3
 //! entry=script:app/app.pyc
 //! runtime=auto
+//! second_frame=1622016
 //! preload=lib/libpython3.11.so.1.0 lib/libm.so.6 lib/libc.so.6 lib/libgcc_s.so.1
 //! ```
 
@@ -89,6 +90,10 @@ pub struct Manifest {
     /// The libraries the interpreter needs, for the memory runtime to hand to the loader with
     /// `--preload` (glibc matches a `DT_NEEDED` name against the SONAME of a loaded object).
     pub preload: Vec<String>,
+    /// Where the payload's second zstd frame starts (0: one frame). The bundler splits the tar
+    /// at an entry boundary and compresses the two parts separately, so the launcher unpacks
+    /// them on two threads; read in sequence they are the one archive.
+    pub second_frame: u64,
     /// Other `key=value` lines, in order: informational for tools such as `pyshrink inspect`.
     pub extra: Vec<(String, String)>,
 }
@@ -116,6 +121,7 @@ impl Manifest {
         e.push_str(entry.1);
         line("entry", &e);
         line("runtime", self.runtime.as_str());
+        line("second_frame", &alloc::format!("{}", self.second_frame));
         line("preload", &self.preload.join(" "));
         for (k, v) in &self.extra {
             line(k, v);
@@ -138,6 +144,7 @@ impl Manifest {
             entry: Entry::Module(String::new()),
             runtime: Runtime::Auto,
             preload: Vec::new(),
+            second_frame: 0,
             extra: Vec::new(),
         };
         let mut seen_entry = false;
@@ -166,6 +173,12 @@ impl Manifest {
                 "runtime" => {
                     m.runtime = Runtime::parse(v.as_bytes())
                         .ok_or(bad("manifest runtime is not auto, disk or memory"))?;
+                    continue;
+                }
+                "second_frame" => {
+                    m.second_frame = v
+                        .parse()
+                        .map_err(|_| bad("manifest second_frame is not a number"))?;
                     continue;
                 }
                 "preload" => {
@@ -227,6 +240,7 @@ mod tests {
             entry: Entry::Script("app/app.pyc".into()),
             runtime: Runtime::Memory,
             preload: vec!["lib/libc.so.6".into(), "lib/libm.so.6".into()],
+            second_frame: 1234,
             extra: vec![("files".into(), "42".into())],
         }
     }
@@ -253,6 +267,7 @@ mod tests {
             good.replace("library_path=lib\n", "library_path lib\n"),
             good.trim_end().into(),
             good.replace("runtime=memory", "runtime=ram"),
+            good.replace("second_frame=1234", "second_frame=-1"),
             good.replace("preload=lib/libc.so.6", "preload=/lib/libc.so.6"),
         ];
         for bad in cases {

@@ -46,7 +46,7 @@ impl Section<'_> {
     }
 }
 
-/// The payload's one zstd frame, decompressed as it is read.
+/// Zstd frames of the payload, decompressed as they are read, one after the other.
 pub struct Decoded<'a> {
     section: Section<'a>,
     stream: *mut zs::ZSTD_DStream,
@@ -124,7 +124,8 @@ impl Source for Decoded<'_> {
                 return Err(BAD);
             }
             self.pos = input.pos;
-            if ret == 0 {
+            // The end of a frame; another may follow (a split payload read in one go).
+            if ret == 0 && self.pos == self.len && self.section.left == 0 {
                 self.finished = true;
             }
             if output.pos > 0 || self.finished {
@@ -142,6 +143,7 @@ pub fn next_entry<S: crate::Source>(
     archive.next_entry().unwrap_or_else(|e| die_format(&e, exe))
 }
 
+/// The whole payload archive, read in sequence.
 pub fn payload_archive<'a>(fd: &'a sys::Fd, t: &Trailer) -> ArchiveReader<Decoded<'a>> {
     ArchiveReader::new(Decoded::new(Section {
         fd,
@@ -150,108 +152,120 @@ pub fn payload_archive<'a>(fd: &'a sys::Fd, t: &Trailer) -> ArchiveReader<Decode
     }))
 }
 
+/// The part of the payload archive before its second frame (all of it when there is none), and
+/// where the second frame's compressed bytes are (offset in the file, length).
+pub fn payload_parts<'a>(
+    fd: &'a sys::Fd,
+    t: &Trailer,
+    second_frame: u64,
+    exe: &[u8],
+) -> (ArchiveReader<Decoded<'a>>, Option<(u64, u64)>) {
+    if second_frame == 0 {
+        return (payload_archive(fd, t), None);
+    }
+    if second_frame >= t.payload_len {
+        die_format(
+            &FormatError::Corrupt("manifest second_frame lies outside the payload"),
+            exe,
+        );
+    }
+    let first = ArchiveReader::part(Decoded::new(Section {
+        fd,
+        offset: t.payload_offset(),
+        left: second_frame,
+    }));
+    let second = (
+        t.payload_offset() + second_frame,
+        t.payload_len - second_frame,
+    );
+    (first, Some(second))
+}
+
+/// Runs `job` on a second thread over the archive of the payload's second frame at `section`
+/// (offset, length) of the bundle `fd`, which must stay open until the thread is joined.
+pub fn on_second_frame<T: Send + 'static>(
+    fd: &sys::Fd,
+    section: (u64, u64),
+    job: impl FnOnce(&mut ArchiveReader<Decoded<'_>>) -> T + Send + 'static,
+) -> sys::Thread<T> {
+    let raw = fd.0;
+    sys::spawn(move || {
+        // The caller's descriptor: borrowed, not closed here.
+        let fd = core::mem::ManuallyDrop::new(sys::Fd(raw));
+        let mut archive = ArchiveReader::new(Decoded::new(Section {
+            fd: &fd,
+            offset: section.0,
+            left: section.1,
+        }));
+        job(&mut archive)
+    })
+}
+
 /// The content hash of payload and manifest, computed on a second thread while the payload is
 /// unpacked, so a cold start pays for decompression or hashing, whichever is slower, not both.
 /// Unpacked files are only put to use after [`Verifier::finish`] (an extraction is renamed into
 /// place, the memory runtime execs), which exits with the corrupt code on a mismatch.
 pub struct Verifier {
-    thread: Option<libc::pthread_t>,
-    job: alloc::boxed::Box<HashJob>,
+    hash: sys::Thread<Result<[u8; 32], sys::Errno>>,
     expected: [u8; 32],
 }
 
-struct HashJob {
-    fd: core::ffi::c_int,
-    offset: u64,
-    len: u64,
-    digest: [u8; 32],
-    error: sys::Errno,
-}
-
-extern "C" fn hash_job(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
-    // SAFETY: `arg` is the boxed job, which the Verifier keeps alive and does not touch until
-    // the thread is joined.
-    let job = unsafe { &mut *arg.cast::<HashJob>() };
-    // The descriptor belongs to the caller, which keeps it open until `finish`.
-    let fd = core::mem::ManuallyDrop::new(sys::Fd(job.fd));
-    let mut section = Section {
-        fd: &fd,
-        offset: job.offset,
-        left: job.len,
-    };
-    let mut hasher = content_hasher();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        match section.read_some(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) => {
-                job.error = e;
-                return core::ptr::null_mut();
-            }
-        }
-    }
-    job.digest.copy_from_slice(&hasher.finalize());
-    core::ptr::null_mut()
-}
-
 impl Verifier {
-    /// Starts hashing `fd`'s payload and manifest (on this thread if no other can be made).
+    /// Starts hashing `fd`'s payload and manifest. `fd` must stay open until `finish`.
     pub fn start(fd: &sys::Fd, t: &Trailer) -> Verifier {
-        let mut job = alloc::boxed::Box::new(HashJob {
-            fd: fd.0,
-            offset: t.payload_offset(),
-            len: t.payload_len + t.manifest_len,
-            digest: [0; 32],
-            error: 0,
+        let (raw, offset, len) = (fd.0, t.payload_offset(), t.payload_len + t.manifest_len);
+        let hash = sys::spawn(move || {
+            // The caller's descriptor: borrowed, not closed here.
+            let fd = core::mem::ManuallyDrop::new(sys::Fd(raw));
+            let mut section = Section {
+                fd: &fd,
+                offset,
+                left: len,
+            };
+            let mut hasher = content_hasher();
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match section.read_some(&mut buf)? {
+                    0 => break,
+                    n => hasher.update(&buf[..n]),
+                }
+            }
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(&hasher.finalize());
+            Ok(digest)
         });
-        let arg: *mut HashJob = &mut *job;
-        let mut thread: libc::pthread_t = 0;
-        // SAFETY: `hash_job` matches the start routine signature; `arg` outlives the thread (see
-        // `hash_job`); default attributes.
-        let started =
-            unsafe { libc::pthread_create(&mut thread, core::ptr::null(), hash_job, arg.cast()) }
-                == 0;
-        if !started {
-            hash_job(arg.cast());
-        }
         Verifier {
-            thread: started.then_some(thread),
-            job,
+            hash,
             expected: t.content_sha256,
         }
     }
 
     /// Waits for the hash; exits with the corrupt code if it does not match the trailer.
-    pub fn finish(mut self, exe: &[u8]) {
-        if let Some(thread) = self.thread.take() {
-            // SAFETY: a thread this value started and joins once.
-            unsafe { libc::pthread_join(thread, core::ptr::null_mut()) };
-        }
-        if self.job.error != 0 {
-            die_errno(exit::IO, b"failed to read", exe, self.job.error);
-        }
-        if self.job.digest != self.expected {
-            die_format(
+    pub fn finish(self, exe: &[u8]) {
+        match self.hash.join() {
+            Err(e) => die_errno(exit::IO, b"failed to read", exe, e),
+            Ok(digest) if digest != self.expected => die_format(
                 &FormatError::Corrupt("content hash mismatch: the payload or manifest was altered"),
                 exe,
-            );
+            ),
+            Ok(_) => {}
         }
     }
+}
+
+/// The bundle being run: its open file and what the trailer and manifest say of the payload.
+pub struct Bundle<'a> {
+    pub fd: &'a sys::Fd,
+    pub trailer: &'a Trailer,
+    pub exe: &'a [u8],
+    pub second_frame: u64,
 }
 
 /// Extracts the payload into `<root>/<key>`, unless another run finished it first (or, with
 /// `replace`, replacing what is there). `verifier` is joined before the extraction is renamed
 /// into place.
-pub fn extract(
-    fd: &sys::Fd,
-    t: &Trailer,
-    root: &[u8],
-    key: &[u8],
-    exe: &[u8],
-    replace: bool,
-    verifier: Verifier,
-) {
+pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, verifier: Verifier) {
+    let (fd, t, exe) = (b.fd, b.trailer, b.exe);
     let io = |what: &[u8], path: &[u8], e| -> ! { die_errno(exit::IO, what, path, e) };
     let root_fd = sys::open(
         root,
@@ -293,29 +307,18 @@ pub fn extract(
     .unwrap_or_else(|e| io(b"failed to open", &work, e));
     let work_path = sys::join(root, &work);
 
+    let (mut first, second) = payload_parts(fd, t, b.second_frame, exe);
+    let worker = second.map(|section| {
+        let (raw_work, work_path, exe) = (work_fd.0, work_path.clone(), Vec::from(exe));
+        on_second_frame(fd, section, move |archive| {
+            let work = core::mem::ManuallyDrop::new(sys::Fd(raw_work));
+            unpack(archive, &work, &mut BTreeSet::new(), &work_path, &exe);
+        })
+    });
     let mut made: BTreeSet<Vec<u8>> = BTreeSet::new();
-    let mut archive = payload_archive(fd, t);
-    let mut buf = vec![0u8; CHUNK];
-    while let Some(entry) = next_entry(&mut archive, exe) {
-        let path = entry.path.as_bytes();
-        make_dirs(&work_fd, parent_of(path), &mut made, &work_path);
-        match entry.kind {
-            EntryKind::Dir { .. } => make_dirs(&work_fd, path, &mut made, &work_path),
-            EntryKind::File { mode, .. } => {
-                let out = create(&work_fd, path, mode, &work_path);
-                loop {
-                    let n = archive
-                        .read_data(&mut buf)
-                        .unwrap_or_else(|e| die_format(&e, exe));
-                    if n == 0 {
-                        break;
-                    }
-                    sys::write_all(out.0, &buf[..n]).unwrap_or_else(|e| {
-                        io(b"failed to write", &sys::join(&work_path, path), e)
-                    });
-                }
-            }
-        }
+    unpack(&mut first, &work_fd, &mut made, &work_path, exe);
+    if let Some(worker) = worker {
+        worker.join();
     }
     // The launcher itself, as `sys.executable`: the first stub_len bytes of this very file.
     make_dirs(&work_fd, parent_of(PYTHON_EXE), &mut made, &work_path);
@@ -338,6 +341,38 @@ pub fn extract(
     sys::rename(&work_path, &dir)
         .unwrap_or_else(|e| io(b"failed to move the extraction into place at", &dir, e));
     drop(lock);
+}
+
+/// Writes every entry of `archive` under the work directory.
+fn unpack<S: crate::Source>(
+    archive: &mut ArchiveReader<S>,
+    work_fd: &sys::Fd,
+    made: &mut BTreeSet<Vec<u8>>,
+    work_path: &[u8],
+    exe: &[u8],
+) {
+    let mut buf = vec![0u8; CHUNK];
+    while let Some(entry) = next_entry(archive, exe) {
+        let path = entry.path.as_bytes();
+        make_dirs(work_fd, parent_of(path), made, work_path);
+        match entry.kind {
+            EntryKind::Dir { .. } => make_dirs(work_fd, path, made, work_path),
+            EntryKind::File { mode, .. } => {
+                let out = create(work_fd, path, mode, work_path);
+                loop {
+                    let n = archive
+                        .read_data(&mut buf)
+                        .unwrap_or_else(|e| die_format(&e, exe));
+                    if n == 0 {
+                        break;
+                    }
+                    sys::write_all(out.0, &buf[..n]).unwrap_or_else(|e| {
+                        die_errno(exit::IO, b"failed to write", &sys::join(work_path, path), e)
+                    });
+                }
+            }
+        }
+    }
 }
 
 fn parent_of(path: &[u8]) -> &[u8] {

@@ -196,6 +196,36 @@ fn fill<S: Source>(archive: &mut ArchiveReader<S>, buf: &mut [u8], exe: &[u8]) -
     n
 }
 
+fn memfd(name: &[u8]) -> sys::Fd {
+    sys::memfd(name)
+        .unwrap_or_else(|e| die_errno(exit::IO, b"failed to create memory file", name, e))
+}
+
+/// The rest of the current entry (its first `n` bytes already in `buf`) in a sealed memory file
+/// of its own; the stdlib zip at a stable descriptor number.
+fn own_file<S: Source>(
+    archive: &mut ArchiveReader<S>,
+    path: &[u8],
+    buf: &mut [u8],
+    mut n: usize,
+    exe: &[u8],
+) -> sys::Fd {
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    let file = memfd(name);
+    while n > 0 {
+        sys::write_all(file.0, &buf[..n])
+            .unwrap_or_else(|e| die_errno(exit::IO, b"failed to write memory file for", path, e));
+        n = fill(archive, buf, exe);
+    }
+    // Best effort: a kernel without sealing still runs the bundle.
+    let _ = sys::seal(&file);
+    if path.ends_with(b".zip") {
+        stable(file)
+    } else {
+        file
+    }
+}
+
 /// Whether a payload file goes into a memory file of its own rather than into the zip: ELF files,
 /// which the loader maps, and the stdlib zip (`lib/pythonXY.zip`), which is one already.
 fn separate(path: &[u8], head: &[u8]) -> bool {
@@ -242,19 +272,37 @@ pub fn run(
             &[b"the memory runtime needs /proc (it runs the interpreter from /proc/self/fd)\n\nhint: mount /proc, or run it with PYSHRINK_RUNTIME=disk and a writable directory"],
         );
     }
-    let memfd = |name: &[u8]| {
-        sys::memfd(name)
-            .unwrap_or_else(|e| die_errno(exit::IO, b"failed to create memory file", name, e))
-    };
     // Before the second thread starts: growing the descriptor table of a process with more
     // than one thread waits for an RCU grace period (milliseconds).
     let mut zip = ZipWriter::new(stable(memfd(b"pyshrink-files.zip")));
     let verifier = extract::Verifier::start(fd, t);
     let root = fd_path(&zip.fd);
+    let (mut first, second) = extract::payload_parts(fd, t, m.second_frame, exe);
+    // The second frame holds only files that get memory files of their own.
+    let worker = second.map(|section| {
+        let exe = Vec::from(exe);
+        extract::on_second_frame(fd, section, move |archive| {
+            let mut own = Vec::new();
+            let mut buf = vec![0u8; extract::CHUNK];
+            while let Some(entry) = extract::next_entry(archive, &exe) {
+                let path = entry.path.as_bytes();
+                let n = fill(archive, &mut buf, &exe);
+                if !matches!(entry.kind, EntryKind::File { .. }) || !separate(path, &buf[..n]) {
+                    die_format(
+                        &crate::FormatError::Corrupt(
+                            "the payload's second frame holds other files",
+                        ),
+                        &exe,
+                    );
+                }
+                own.push((path.into(), own_file(archive, path, &mut buf, n, &exe)));
+            }
+            own
+        })
+    });
     let mut own: Vec<(Vec<u8>, sys::Fd)> = Vec::new();
-    let mut archive = extract::payload_archive(fd, t);
     let mut buf = vec![0u8; extract::CHUNK];
-    while let Some(entry) = extract::next_entry(&mut archive, exe) {
+    while let Some(entry) = extract::next_entry(&mut first, exe) {
         let path = entry.path.as_bytes();
         match entry.kind {
             EntryKind::Dir { .. } => {
@@ -263,36 +311,14 @@ pub fn run(
                 zip.add(&name, b"");
             }
             EntryKind::File { size, .. } => {
-                let n = fill(&mut archive, &mut buf, exe);
+                let n = fill(&mut first, &mut buf, exe);
                 if separate(path, &buf[..n]) {
-                    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
-                    let file = memfd(name);
-                    let write = |data: &[u8]| {
-                        sys::write_all(file.0, data).unwrap_or_else(|e| {
-                            die_errno(exit::IO, b"failed to write memory file for", path, e)
-                        })
-                    };
-                    write(&buf[..n]);
-                    loop {
-                        let n = fill(&mut archive, &mut buf, exe);
-                        if n == 0 {
-                            break;
-                        }
-                        write(&buf[..n]);
-                    }
-                    // Best effort: a kernel without sealing still runs the bundle.
-                    let _ = sys::seal(&file);
-                    let file = if path.ends_with(b".zip") {
-                        stable(file)
-                    } else {
-                        file
-                    };
-                    own.push((path.into(), file));
+                    own.push((path.into(), own_file(&mut first, path, &mut buf, n, exe)));
                 } else {
                     zip.start_file(path, size);
                     zip.data(&buf[..n]);
                     loop {
-                        let n = fill(&mut archive, &mut buf, exe);
+                        let n = fill(&mut first, &mut buf, exe);
                         if n == 0 {
                             break;
                         }
@@ -303,7 +329,10 @@ pub fn run(
             }
         }
     }
-    drop(archive);
+    drop(first);
+    if let Some(worker) = worker {
+        own.extend(worker.join());
+    }
 
     let zip = zip.finish();
     let _ = sys::seal(&zip);

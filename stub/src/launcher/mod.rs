@@ -207,16 +207,22 @@ pub extern "C" fn main(
             .unwrap_or_else(|_| memory::run(&fd, &trailer, &exe, &manifest, role, user_args, &env)),
     };
     let dir = sys::join(&root, &key);
+    let bundle = extract::Bundle {
+        fd: &fd,
+        trailer: &trailer,
+        exe: &exe,
+        second_frame: manifest.second_frame,
+    };
     let fresh = !extract::is_complete(&dir);
     if fresh {
         let verifier = extract::Verifier::start(&fd, &trailer);
-        extract::extract(&fd, &trailer, &root, &key, &exe, false, verifier);
+        extract::extract(&bundle, &root, &key, false, verifier);
     } else if env.get_set(b"PYSHRINK_VERIFY") == Some(b"1") {
         extract::Verifier::start(&fd, &trailer).finish(&exe);
         if !extract::tree_matches(&fd, &trailer, &dir, &exe) {
             extract::report_mismatch(&dir);
             let verifier = extract::Verifier::start(&fd, &trailer);
-            extract::extract(&fd, &trailer, &root, &key, &exe, true, verifier);
+            extract::extract(&bundle, &root, &key, true, verifier);
         }
     }
     drop(fd);

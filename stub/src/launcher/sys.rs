@@ -38,6 +38,64 @@ pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A thread running a closure; `join` waits for it and returns what it returned. Where no
+/// thread can be made, the closure runs at once, on the caller's thread.
+pub struct Thread<T> {
+    id: Option<libc::pthread_t>,
+    slot: alloc::boxed::Box<Slot<T>>,
+}
+
+type Job<T> = alloc::boxed::Box<dyn FnOnce() -> T + Send>;
+
+struct Slot<T> {
+    job: Option<Job<T>>,
+    out: Option<T>,
+}
+
+extern "C" fn thread_start<T>(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
+    // SAFETY: `arg` is the Thread's boxed slot, which the Thread keeps alive and does not touch
+    // until after pthread_join.
+    let slot = unsafe { &mut *arg.cast::<Slot<T>>() };
+    if let Some(job) = slot.job.take() {
+        slot.out = Some(job());
+    }
+    core::ptr::null_mut()
+}
+
+pub fn spawn<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Thread<T> {
+    let mut slot = alloc::boxed::Box::new(Slot {
+        job: Some(alloc::boxed::Box::new(job) as Job<T>),
+        out: None,
+    });
+    let arg: *mut Slot<T> = &mut *slot;
+    let mut id: libc::pthread_t = 0;
+    // SAFETY: `thread_start::<T>` has the start routine's signature and `arg` outlives the thread
+    // (see `thread_start`); default attributes.
+    let started =
+        unsafe { libc::pthread_create(&mut id, core::ptr::null(), thread_start::<T>, arg.cast()) }
+            == 0;
+    if !started {
+        thread_start::<T>(arg.cast());
+    }
+    Thread {
+        id: started.then_some(id),
+        slot,
+    }
+}
+
+impl<T> Thread<T> {
+    pub fn join(mut self) -> T {
+        if let Some(id) = self.id.take() {
+            // SAFETY: a thread `spawn` started, joined once.
+            unsafe { libc::pthread_join(id, core::ptr::null_mut()) };
+        }
+        match self.slot.out.take() {
+            Some(out) => out,
+            None => exit(crate::exit::IO),
+        }
+    }
+}
+
 /// Appends `n` in decimal.
 pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
