@@ -989,8 +989,9 @@ def report(bench, examples):
             if memory:
                 rows.append(["pyshrink, `PYSHRINK_RUNTIME=memory`", row[1], row[2], row[3],
                              fmt_ms(memory[0]) + "§", fmt_ms(memory[0]) + "§", mib(memory[1]),
-                             "", "", "the same bundle, unpacked into memory files on every start; "
-                             "nothing written"])
+                             row[7], "—", "the same bundle, unpacked into memory files on every "
+                             "start; nothing written (the empty root without /tmp runs it: `auto` "
+                             "finds no usable directory there)"])
         w(table(["tool", "size (bytes)", "size (MB)", "build (s)", "cold start (ms)", "warm start (ms)",
                  "peak RSS (MiB)", "empty root", "empty root +tmp", "notes"], rows))
         w("")
