@@ -345,16 +345,20 @@ fn flask_example_serves_json_from_venv_and_requirements() {
                 );
             }
             let root = Root::new(&bundle);
-            let port = free_port();
-            let child = root
-                .command(true, &["--setenv", "PORT", &port.to_string()], &[])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            // bwrap runs its own init in the new PID namespace; the app is the deepest descendant.
-            let got = flask_session(child, port, |c| deepest_descendant(c.id() as i32));
-            assert_eq!(got, want, "flask {how}");
+            // Extracted (writable root), then from memory (read-only root, nothing writable).
+            for writable in [true, false] {
+                let port = free_port();
+                let child = root
+                    .command(writable, &["--setenv", "PORT", &port.to_string()], &[])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                // bwrap runs its own init in the new PID namespace; the app is the deepest
+                // descendant.
+                let got = flask_session(child, port, |c| deepest_descendant(c.id() as i32));
+                assert_eq!(got, want, "flask {how}, writable root: {writable}");
+            }
             ran.push(how);
         }
     }
