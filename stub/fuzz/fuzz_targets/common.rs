@@ -34,7 +34,15 @@ pub enum Event {
 /// Reads every entry and all of its data, checking the reader's promises as it goes; `skip_data`
 /// leaves file data unread, so `next_entry` has to skip it.
 pub fn read_all<S: Source>(src: S, buf_len: usize, skip_data: bool) -> Vec<Event> {
-    let mut r = ArchiveReader::new(src);
+    read_with(ArchiveReader::new(src), buf_len, skip_data)
+}
+
+/// [`read_all`] over a reader already made (a whole archive or a leading part).
+pub fn read_with<S: Source>(
+    mut r: ArchiveReader<S>,
+    buf_len: usize,
+    skip_data: bool,
+) -> Vec<Event> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; buf_len];
     loop {
