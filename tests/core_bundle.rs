@@ -283,3 +283,58 @@ fn module_and_directory_apps() {
     assert_code(&o, 0, "directory app in empty root");
     assert_eq!(stdout(&o), "tool ['y']\n");
 }
+
+/// What the analysis leaves out of mountains (http.server): the stdlib's self-test helpers
+/// (`random._test_generator` imports statistics, fractions, decimal) and imports made only in an
+/// error handler (`hashlib` imports logging, and with it pickle, to report a missing hash
+/// module). An app that imports logging itself gets it; both run.
+#[test]
+fn analysis_leaves_out_self_test_helpers_and_error_handler_imports() {
+    let python = default_python();
+    let modules = |bundle: &std::path::Path| -> Vec<String> {
+        let o = pyshrink()
+            .args(["inspect", "--json"])
+            .arg(bundle)
+            .output()
+            .unwrap();
+        assert_code(&o, 0, "inspect");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mountains = modules(&bundle(
+        &[example("mountains/app.py").to_str().unwrap()],
+        &python,
+    ));
+    for present in ["random", "hashlib", "email.utils", "http.server"] {
+        assert!(mountains.iter().any(|m| m == present), "{present} missing");
+    }
+    for absent in [
+        "statistics",
+        "fractions",
+        "decimal",
+        "_decimal",
+        "logging",
+        "pickle",
+    ] {
+        assert!(!mountains.iter().any(|m| m == absent), "{absent} bundled");
+    }
+
+    let dir = tempdir();
+    let app = dir.path().join("logs.py");
+    std::fs::write(
+        &app,
+        "import logging, random, sys\nlogging.basicConfig(stream=sys.stdout, format='%(message)s')\nlogging.warning('n=%d', len(random.sample(range(10), 3)))\n",
+    )
+    .unwrap();
+    let out = dir.path().join("logs");
+    assert_code(&bundle_to(&app, &python, &out), 0, "bundle logs.py");
+    assert!(modules(&out).iter().any(|m| m == "logging"));
+    let o = Root::new(&out).run(&[]);
+    assert_code(&o, 0, "logs.py in the empty root");
+    assert_eq!(stdout(&o), "n=3\n");
+}

@@ -164,6 +164,30 @@ def strip_docstrings(tree):
     return tree
 
 
+def drop_unused_test_helpers(tree):
+    """Removes (from analysis only) the module's top-level `_test*`/`_demo*` functions that
+    nothing left in it names: helpers of the self-tests dropped above, such as
+    `random._test_generator`, which imports statistics, and through it fractions and decimal.
+    One the module still uses (asyncio's `_test_selector_event`) stays."""
+    import ast
+    while True:
+        helpers = [n for n in tree.body if isinstance(n, ast.FunctionDef)
+                   and n.name.startswith(("_test", "_demo"))]
+        if not helpers:
+            return
+        used = set()
+        for node in tree.body:
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Name) and not (sub is node):
+                    used.add(sub.id)
+                elif isinstance(sub, ast.Attribute):
+                    used.add(sub.attr)
+        unused = [n for n in helpers if n.name not in used]
+        if not unused:
+            return
+        tree.body = [n for n in tree.body if n not in unused]
+
+
 def compile_to(src, dest, display, warnings, strip_docs=False, append=None):
     """Compiles `src` to an unchecked-hash .pyc at `dest` with this interpreter. A syntax error
     in the app is the user's to fix; one in a third-party or stdlib file (Python 2 leftovers,
@@ -456,6 +480,8 @@ def make_finder():
             # self-tests (tokenize.main imports argparse); only that entry calls them.
             tree.body = [n for n in tree.body if not is_main_guard(n)
                          and not (stdlib_code and isinstance(n, ast.FunctionDef) and n.name in MODULE_CLI)]
+            if stdlib_code:
+                drop_unused_test_helpers(tree)
             if self.stdlib and under(pathname, self.stdlib) and not self.in_site(pathname):
                 self.soften(fqname, tree)
             m = self.add_module(fqname)
@@ -501,16 +527,33 @@ def make_finder():
                                 for sub in A.walk(stmt):
                                     fallbacks.update(n for n in imported(sub)
                                                      if n.split(".")[0].startswith("_py"))
+            # Imports in an error handler (not an ImportError fallback) only report an error
+            # that a bundle does not have: hashlib imports logging, and with it pickle, to log a
+            # hash module that is missing, but the analysis bundles all of them.
+            error_paths = set()
+            for node in A.walk(tree):
+                if isinstance(node, A.ExceptHandler) and not catches_import_error(node):
+                    for stmt in node.body:
+                        for sub in A.walk(stmt):
+                            if imported(sub):
+                                error_paths.add(id(sub))
             # A module imported both ways (ctypes: `from _ctypes import ...` at the top, one
             # optional name further down) is a hard dependency.
-            soft, hard = set(), set()
+            soft, hard, on_error = set(), set(), set()
             for node in A.walk(tree):
                 for n in imported(node):
-                    (soft if id(node) in guarded else hard).add(n)
+                    if id(node) in guarded:
+                        soft.add(n)
+                    elif id(node) in error_paths:
+                        on_error.add(n)
+                    else:
+                        hard.add(n)
             for n in soft - hard:
                 top = n.split(".")[0]
                 if top in SOFT_OPTIONAL and top not in KEEP_OPTIONAL.get(fqname, ()):
                     self.soft.setdefault(n, set()).add(fqname)
+            for n in on_error - hard - soft:
+                self.soft.setdefault(n, set()).add(fqname)
             for n in fallbacks:
                 self.soft.setdefault(n, set()).add(fqname)
 
