@@ -15,8 +15,8 @@ deps:
 test: deps
 	HADOLINT=$(CURDIR)/target/tools/bin/hadolint $(CARGO) test --workspace --release -- --test-threads=2
 
-# Bundles hello and runs it (in an empty root too, with bubblewrap), then bundles mountains
-# and queries it once.
+# Bundles hello and runs it (in an empty root too, with bubblewrap, writable and read-only),
+# then bundles mountains and queries it once.
 demo: build
 	mkdir -p dist
 	$(PYSHRINK) bundle examples/hello/app.py --python $(PYTHON) -o dist/hello
@@ -25,6 +25,8 @@ demo: build
 	  root=$$(mktemp -d); mkdir $$root/proc $$root/dev; cp dist/hello $$root/app; \
 	  echo "in an empty root (only /app, /proc, /dev):"; \
 	  bwrap --bind $$root / --proc /proc --dev /dev --unshare-pid --clearenv /app "FROM scratch"; \
+	  echo "read-only, nothing writable (runs from memory):"; \
+	  bwrap --ro-bind $$root / --proc /proc --dev /dev --unshare-pid --clearenv /app "read-only"; \
 	  rm -rf $$root; fi
 	$(PYSHRINK) bundle examples/mountains/app.py --python $(PYTHON) -o dist/mountains
 	@PORT=18080 ./dist/mountains & pid=$$!; \
