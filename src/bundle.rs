@@ -333,11 +333,12 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
         .chain(std::iter::once(stage))
         .filter_map(|p| p.canonicalize().ok())
         .collect();
+    let canonical_stage = stage.canonicalize().unwrap_or_default();
     let staged_lib = |name: &str, path: &Path| -> String {
         for s in &in_place {
             if let Ok(rel) = path.strip_prefix(s) {
                 let rel = rel.to_string_lossy();
-                return if s == &stage.canonicalize().unwrap_or_default() {
+                return if s == &canonical_stage {
                     rel.into_owned()
                 } else {
                     format!("{}/{rel}", plan.site_dir)

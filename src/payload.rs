@@ -35,6 +35,8 @@ pub fn archive(stage: &Path) -> Result<Archive> {
         rel: std::path::PathBuf,
         data: Vec<u8>,
         exec: bool,
+        /// Unpacked on the launcher's second thread.
+        second: bool,
     }
     let mut empty_dirs = Vec::new();
     let mut files = Vec::new();
@@ -69,6 +71,7 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             rel: rel.to_path_buf(),
             data,
             exec,
+            second: false,
         });
     }
 
@@ -77,14 +80,13 @@ pub fn archive(stage: &Path) -> Result<Archive> {
         .filter(|&i| files[i].data.starts_with(b"\x7fELF"))
         .collect();
     by_size.sort_by_key(|&i| (std::cmp::Reverse(files[i].data.len()), i));
-    let mut second = vec![false; files.len()];
     let mut taken = 0u64;
     if total >= SPLIT_MIN {
         for i in by_size {
             if taken * 10 >= total * 4 {
                 break;
             }
-            second[i] = true;
+            files[i].second = true;
             taken += files[i].data.len() as u64;
         }
     }
@@ -98,12 +100,12 @@ pub fn archive(stage: &Path) -> Result<Archive> {
         header.set_mtime(0);
         builder.append_data(&mut header, rel, std::io::empty())?;
     }
-    let mut split = None;
+    let mut split = 0;
     for part in [false, true] {
         if part {
-            split = Some(builder.get_ref().len());
+            split = builder.get_ref().len();
         }
-        for (f, _) in files.iter().zip(&second).filter(|(_, &s)| s == part) {
+        for f in files.iter().filter(|f| f.second == part) {
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(f.data.len() as u64);
@@ -119,11 +121,8 @@ pub fn archive(stage: &Path) -> Result<Archive> {
     let tar = builder
         .into_inner()
         .context("failed to finish the archive")?;
-    let split = if taken > 0 {
-        split.unwrap_or(tar.len())
-    } else {
-        tar.len()
-    };
+    // Without a second part, the end-of-archive blocks stay in the one frame.
+    let split = if taken > 0 { split } else { tar.len() };
     Ok(Archive {
         files: files.len(),
         split,

@@ -1,9 +1,10 @@
 //! Verifying and extracting the payload.
 //!
 //! The content hash is checked over the whole payload and manifest, on a second thread while the
-//! payload is unpacked; an extraction is renamed into place (and run) only once it matched. Extraction follows check / lock / check again / write into `<hash>.work` /
-//! rename, so a directory named `<hash>` is always complete: a run killed half-way leaves only a
-//! work dir, which the next run (holding the lock, so no one else is writing it) removes.
+//! payload is unpacked; an extraction is renamed into place (and run) only once it matched.
+//! Extraction follows check / lock / check again / write into `<hash>.work` / rename, so a
+//! directory named `<hash>` is always complete: a run killed half-way leaves only a work dir,
+//! which the next run (holding the lock, so no one else is writing it) removes.
 
 use alloc::collections::BTreeSet;
 use alloc::vec;
@@ -43,6 +44,17 @@ impl Section<'_> {
         self.offset += n as u64;
         self.left -= n as u64;
         Ok(n)
+    }
+
+    /// Hands each chunk of the rest of the section to `f`, in order.
+    fn for_each_chunk(&mut self, mut f: impl FnMut(&[u8])) -> Result<(), sys::Errno> {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match self.read_some(&mut buf)? {
+                0 => return Ok(()),
+                n => f(&buf[..n]),
+            }
+        }
     }
 }
 
@@ -223,13 +235,7 @@ impl Verifier {
                 left: len,
             };
             let mut hasher = content_hasher();
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                match section.read_some(&mut buf)? {
-                    0 => break,
-                    n => hasher.update(&buf[..n]),
-                }
-            }
+            section.for_each_chunk(|chunk| hasher.update(chunk))?;
             let mut digest = [0u8; 32];
             digest.copy_from_slice(&hasher.finalize());
             Ok(digest)
@@ -413,27 +419,23 @@ fn copy_range(fd: &sys::Fd, offset: u64, len: u64, out: &sys::Fd, exe: &[u8]) {
         offset,
         left: len,
     };
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        match section.read_some(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if let Err(e) = sys::write_all(out.0, &buf[..n]) {
-                    die_errno(
-                        exit::IO,
-                        b"failed to write into the extraction from",
-                        exe,
-                        e,
-                    );
-                }
+    section
+        .for_each_chunk(|chunk| {
+            if let Err(e) = sys::write_all(out.0, chunk) {
+                die_errno(
+                    exit::IO,
+                    b"failed to write into the extraction from",
+                    exe,
+                    e,
+                );
             }
-            Err(e) => die_errno(exit::IO, b"failed to read", exe, e),
-        }
-    }
+        })
+        .unwrap_or_else(|e| die_errno(exit::IO, b"failed to read", exe, e));
 }
 
-/// `PYSHRINK_VERIFY=1`: compares an existing extraction with the (verified) payload, file by
-/// file, and checks it holds nothing else. A mismatch is reported; the caller re-extracts.
+/// `PYSHRINK_VERIFY=1`: compares an existing extraction with the payload (whose hash the caller
+/// checks alongside, before the extraction is used), file by file, and checks it holds nothing
+/// else. A mismatch is reported; the caller re-extracts.
 pub fn tree_matches(fd: &sys::Fd, t: &Trailer, dir: &[u8], exe: &[u8]) -> bool {
     let Ok(dir_fd) = sys::open(
         dir,

@@ -311,18 +311,14 @@ pub fn run(
                 zip.add(&name, b"");
             }
             EntryKind::File { size, .. } => {
-                let n = fill(&mut first, &mut buf, exe);
+                let mut n = fill(&mut first, &mut buf, exe);
                 if separate(path, &buf[..n]) {
                     own.push((path.into(), own_file(&mut first, path, &mut buf, n, exe)));
                 } else {
                     zip.start_file(path, size);
-                    zip.data(&buf[..n]);
-                    loop {
-                        let n = fill(&mut first, &mut buf, exe);
-                        if n == 0 {
-                            break;
-                        }
+                    while n > 0 {
                         zip.data(&buf[..n]);
+                        n = fill(&mut first, &mut buf, exe);
                     }
                     zip.end_file(path.len());
                 }
@@ -367,8 +363,8 @@ pub fn run(
         .vars()
         .filter(|kv| {
             !kv.starts_with(b"PYTHON")
-                && !kv.starts_with(PYTHON_ROLE_VAR)
-                && !kv.starts_with(MEMORY_VAR)
+                && super::value_of(kv, PYTHON_ROLE_VAR).is_none()
+                && super::value_of(kv, MEMORY_VAR).is_none()
         })
         .map(Vec::from)
         .collect();

@@ -101,6 +101,11 @@ pub fn die_format(e: &FormatError, file: &[u8]) -> ! {
     die(code, &[b"`", file, b"`: ", text.as_bytes(), hint])
 }
 
+/// The value in `kv` (`KEY=value`) when its key is `key`.
+pub fn value_of<'a>(kv: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    kv.strip_prefix(key)?.strip_prefix(b"=")
+}
+
 /// The process environment, as byte strings `KEY=value`.
 pub struct Env {
     pub ptr: *const *const c_char,
@@ -108,19 +113,7 @@ pub struct Env {
 
 impl Env {
     pub fn get(&self, key: &[u8]) -> Option<&'static [u8]> {
-        let mut p = self.ptr;
-        // SAFETY: envp is the NULL-terminated array of NUL-terminated strings the kernel passed
-        // to this process; it lives (unmodified by us) until exec.
-        unsafe {
-            while !p.is_null() && !(*p).is_null() {
-                let kv = CStr::from_ptr(*p).to_bytes();
-                if kv.len() > key.len() && kv.starts_with(key) && kv[key.len()] == b'=' {
-                    return Some(&kv[key.len() + 1..]);
-                }
-                p = p.add(1);
-            }
-        }
-        None
+        self.vars().find_map(|kv| value_of(kv, key))
     }
 
     /// Every `KEY=value` entry.
@@ -179,32 +172,28 @@ pub extern "C" fn main(
     let key = trailer.cache_key();
     let manifest = bundled_manifest(&fd, &trailer, &exe);
     // Started as `sys.executable` by a memory-runtime run of this same bundle.
-    if env.get(memory::PYTHON_ROLE_VAR) == Some(&key[..]) {
-        memory::run(
-            &fd,
-            &trailer,
-            &exe,
-            &manifest,
-            exec::Role::Python,
-            user_args,
-            &env,
-        );
-    }
-    let role = exec::Role::Bundle { argv0 };
-    let runtime = match env.get_set(b"PYSHRINK_RUNTIME") {
-        None => manifest.runtime,
-        Some(v) => Runtime::parse(v).unwrap_or_else(|| {
-            die(
-                exit::IO,
-                &[b"PYSHRINK_RUNTIME `", v, b"` is not one of memory, disk, auto\n\nhint: set PYSHRINK_RUNTIME=memory, disk or auto, or unset it"],
-            )
-        }),
+    let python_child = env.get(memory::PYTHON_ROLE_VAR) == Some(&key[..]);
+    let (role, runtime) = if python_child {
+        (exec::Role::Python, Runtime::Memory)
+    } else {
+        let runtime = match env.get_set(b"PYSHRINK_RUNTIME") {
+            None => manifest.runtime,
+            Some(v) => Runtime::parse(v).unwrap_or_else(|| {
+                die(
+                    exit::IO,
+                    &[b"PYSHRINK_RUNTIME `", v, b"` is not one of memory, disk, auto\n\nhint: set PYSHRINK_RUNTIME=memory, disk or auto, or unset it"],
+                )
+            }),
+        };
+        (exec::Role::Bundle { argv0 }, runtime)
     };
     let root = match runtime {
-        Runtime::Memory => memory::run(&fd, &trailer, &exe, &manifest, role, user_args, &env),
-        Runtime::Disk => root::choose(&env),
-        Runtime::Auto => root::find(&env)
-            .unwrap_or_else(|_| memory::run(&fd, &trailer, &exe, &manifest, role, user_args, &env)),
+        Runtime::Memory => None,
+        Runtime::Disk => Some(root::choose(&env)),
+        Runtime::Auto => root::find(&env).ok(),
+    };
+    let Some(root) = root else {
+        memory::run(&fd, &trailer, &exe, &manifest, role, user_args, &env)
     };
     let dir = sys::join(&root, &key);
     let bundle = extract::Bundle {
@@ -218,10 +207,12 @@ pub extern "C" fn main(
         let verifier = extract::Verifier::start(&fd, &trailer);
         extract::extract(&bundle, &root, &key, false, verifier);
     } else if env.get_set(b"PYSHRINK_VERIFY") == Some(b"1") {
-        extract::Verifier::start(&fd, &trailer).finish(&exe);
-        if !extract::tree_matches(&fd, &trailer, &dir, &exe) {
+        // One hash serves both outcomes: it is joined before the extraction is used either way.
+        let verifier = extract::Verifier::start(&fd, &trailer);
+        if extract::tree_matches(&fd, &trailer, &dir, &exe) {
+            verifier.finish(&exe);
+        } else {
             extract::report_mismatch(&dir);
-            let verifier = extract::Verifier::start(&fd, &trailer);
             extract::extract(&bundle, &root, &key, true, verifier);
         }
     }

@@ -227,8 +227,9 @@ pub fn max_fds() -> u64 {
 /// Seals a memory file against any further change.
 pub fn seal(fd: &Fd) -> Result<(), Errno> {
     const F_ADD_SEALS: c_int = 1033;
-    const ALL: c_int = 1 | 2 | 4 | 8; // seal, shrink, grow, write
-                                      // SAFETY: fcntl on an open descriptor with an integer argument.
+    // F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE.
+    const ALL: c_int = 1 | 2 | 4 | 8;
+    // SAFETY: fcntl on an open descriptor with an integer argument.
     check(unsafe { libc::fcntl(fd.0, F_ADD_SEALS, ALL) }).map(|_| ())
 }
 
