@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use pyshrink_stub::archive::{pax_record, PAX_X86};
 use pyshrink_stub::{content_hasher, Manifest, Trailer};
 use sha2::Digest;
 
@@ -113,8 +114,15 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             header.set_mtime(0);
             header.set_uid(0);
             header.set_gid(0);
+            let mut data = std::borrow::Cow::Borrowed(f.data.as_slice());
+            if let Some((start, end)) = x86_code(&f.data) {
+                let mut filtered = f.data.clone();
+                pyshrink_stub::x86::encode(&mut filtered, start, end);
+                data = filtered.into();
+                append_pax(&mut builder, PAX_X86, &format!("{start},{}", end - start))?;
+            }
             builder
-                .append_data(&mut header, &f.rel, f.data.as_slice())
+                .append_data(&mut header, &f.rel, data.as_ref())
                 .with_context(|| format!("failed to archive `{}`", f.rel.display()))?;
         }
     }
@@ -128,6 +136,45 @@ pub fn archive(stage: &Path) -> Result<Archive> {
         split,
         tar,
     })
+}
+
+/// The file range of an x86-64 ELF file's executable segment (the biggest, if several), which
+/// the code filter makes about 10% smaller once compressed.
+fn x86_code(data: &[u8]) -> Option<(usize, usize)> {
+    use goblin::elf::{header::EM_X86_64, program_header::PF_X, program_header::PT_LOAD, Elf};
+    if !data.starts_with(b"\x7fELF") {
+        return None;
+    }
+    let elf = Elf::parse(data).ok()?;
+    if elf.header.e_machine != EM_X86_64 || !elf.is_64 {
+        return None;
+    }
+    elf.program_headers
+        .iter()
+        .filter(|ph| ph.p_type == PT_LOAD && ph.p_flags & PF_X != 0)
+        .map(|ph| {
+            let start = (ph.p_offset as usize).min(data.len());
+            (
+                start,
+                start.saturating_add(ph.p_filesz as usize).min(data.len()),
+            )
+        })
+        .max_by_key(|&(start, end)| end - start)
+        .filter(|&(start, end)| end > start)
+}
+
+/// A pax extended header with one record, for the entry that follows.
+fn append_pax(builder: &mut tar::Builder<Vec<u8>>, key: &str, value: &str) -> Result<()> {
+    let record = pax_record(key, value);
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::XHeader);
+    header.set_path("PaxHeader")?;
+    header.set_size(record.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_cksum();
+    builder.append(&header, record.as_slice())?;
+    Ok(())
 }
 
 /// The archive compressed as one zstd frame per part (one when there is no split), and where

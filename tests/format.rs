@@ -195,3 +195,71 @@ fn inspect_reports_contents_libraries_and_modules() {
         stderr(&o)
     );
 }
+
+/// The executable segments of x86-64 libraries are stored through the code filter, and what the
+/// launcher unpacks (to disk, and from memory, where the loader maps it) is the host's code.
+#[test]
+fn filtered_code_unpacks_to_the_hosts_bytes() {
+    use goblin::elf::program_header::{PF_X, PT_LOAD};
+    let exe_segment = |data: &[u8]| -> Vec<u8> {
+        let elf = goblin::elf::Elf::parse(data).unwrap();
+        let ph = elf
+            .program_headers
+            .iter()
+            .filter(|p| p.p_type == PT_LOAD && p.p_flags & PF_X != 0)
+            .max_by_key(|p| p.p_filesz)
+            .expect("an executable segment");
+        data[ph.p_offset as usize..(ph.p_offset + ph.p_filesz) as usize].to_vec()
+    };
+    let python = default_python();
+    let bin = bundle(&[example("hello/app.py").to_str().unwrap()], &python);
+
+    // The stored bytes differ from the host's: the filter is on.
+    let file = std::fs::read(&bin).unwrap();
+    let parsed = pyshrink::payload::parse(&file).unwrap();
+    let tar = zstd::stream::decode_all(parsed.payload).unwrap();
+    let host_libc = std::fs::read("/usr/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+    let code = exe_segment(&host_libc);
+    assert!(
+        tar.windows(64).any(|w| w == &code[..64]),
+        "libc's first code bytes are not stored as they are"
+    );
+    assert!(
+        !tar.windows(4096)
+            .any(|w| w == &code[code.len() / 2..code.len() / 2 + 4096]),
+        "libc's code is stored unfiltered"
+    );
+    assert!(
+        String::from_utf8_lossy(&tar).contains("PYSHRINK.x86="),
+        "no filter record"
+    );
+
+    let dir = tempdir();
+    let o = std::process::Command::new(&bin)
+        .env("PYSHRINK_RUNTIME", "disk")
+        .env("PYSHRINK_EXTRACT_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_code(&o, 0, "hello from disk");
+    let root = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("lib").is_dir())
+        .expect("an extraction");
+    let inventory: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("pyshrink-inventory.json")).unwrap())
+            .unwrap();
+    let mut checked = Vec::new();
+    for lib in inventory["libraries"].as_array().unwrap() {
+        let name = lib["name"].as_str().unwrap();
+        let host = std::fs::read(lib["path"].as_str().unwrap()).unwrap();
+        let unpacked = std::fs::read(root.join("lib").join(name)).unwrap();
+        assert!(
+            exe_segment(&unpacked) == exe_segment(&host),
+            "{name}: unpacked code differs from the host's"
+        );
+        checked.push(name.to_owned());
+    }
+    assert!(checked.iter().any(|n| n == "libc.so.6"), "{checked:?}");
+    println!("code of {checked:?} unpacked as on the host");
+}

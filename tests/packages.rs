@@ -281,6 +281,115 @@ fn crypto_example_from_venv_and_requirements() {
     check_cli_example("crypto", &[&[]], &["pycryptodome==3.20.0"]);
 }
 
+/// A distribution's test suite and the native libraries that nothing reached loads stay out of
+/// the bundle, with a warning that names them; a module reached only by a computed name comes
+/// back, with the libraries it loads, through --include-module.
+#[test]
+fn unreached_tests_and_native_libraries_of_a_distribution_are_left_out() {
+    let Some(python) = interpreter("pyenv-3.11").or_else(|| interpreter("pyenv-3.12")) else {
+        println!("skipped: no pyenv 3.11 or 3.12");
+        return;
+    };
+    let venv_python = example_venv("crypto", "pyenv-3.11", &python);
+    let dir = tempdir();
+    let app = dir.path().join("ecc.py");
+    std::fs::write(
+        &app,
+        "import importlib\n\
+         from Crypto.Cipher import AES\n\
+         ECC = importlib.import_module('Crypto.PublicKey.' + 'ECC')\n\
+         key = ECC.construct(curve='P-256', d=123456789)\n\
+         print(key.public_key().export_key(format='OpenSSH'))\n\
+         print(AES.new(bytes(16), AES.MODE_ECB).encrypt(bytes(16)).hex())\n",
+    )
+    .unwrap();
+    let files = |bundle: &Path| -> Vec<String> {
+        inspect_json(bundle)["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let want = host_run(&venv_python, &["ecc.py"], dir.path());
+    assert_code(&want, 0, "ecc.py on the host");
+
+    let plain = dir.path().join("plain");
+    let o = pyshrink()
+        .arg("bundle")
+        .arg(&app)
+        .arg("--python")
+        .arg(&venv_python)
+        .args(["--compression-level", "3", "-o"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert_code(&o, 0, "bundle");
+    let warning = stderr(&o);
+    assert!(
+        warning.contains("left out of pycryptodome its tests (Crypto/SelfTest")
+            && warning.contains("native libraries nothing imports or names")
+            && warning.contains("--include-module"),
+        "{warning}"
+    );
+    let listed = files(&plain);
+    assert!(
+        !listed.iter().any(|f| f.contains("/Crypto/SelfTest/")),
+        "test suite bundled"
+    );
+    assert!(
+        !listed.iter().any(|f| f.contains("/_ec_ws.")),
+        "_ec_ws bundled"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|f| f.contains("/Crypto/Cipher/_raw_aes.")),
+        "_raw_aes, which AES names, is missing"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|f| f.ends_with("/Crypto/PublicKey/ECC.pyc")),
+        "pure-Python modules of the distribution stay"
+    );
+    let o = Command::new(&plain)
+        .env("PYSHRINK_RUNTIME", "memory")
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr(&o).contains("Crypto/PublicKey/ECC.py"),
+        "ECC without its library: {}",
+        stderr(&o)
+    );
+
+    let included = dir.path().join("included");
+    bundle_with(
+        &[
+            app.to_str().unwrap(),
+            "--python",
+            venv_python.to_str().unwrap(),
+            "--include-module",
+            "Crypto.PublicKey.ECC",
+        ],
+        &included,
+    );
+    assert!(files(&included).iter().any(|f| f.contains("/_ec_ws.")));
+    for runtime in ["disk", "memory"] {
+        let o = Command::new(&included)
+            .env("PYSHRINK_RUNTIME", runtime)
+            .env("PYSHRINK_EXTRACT_DIR", dir.path().join("x"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            (o.status.code(), stdout(&o)),
+            (want.status.code(), stdout(&want)),
+            "{runtime}: {}",
+            stderr(&o)
+        );
+    }
+}
+
 /// What the flask example does in one life: its stdout (port masked) and the bodies of GET /,
 /// /versions and a missing page.
 fn flask_session(

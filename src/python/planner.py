@@ -486,7 +486,8 @@ def make_finder():
                 self.soften(fqname, tree)
             m = self.add_module(fqname)
             m.__file__ = pathname
-            self.scan_code(compile(tree, pathname, "exec"), m)
+            m.__code__ = compile(tree, pathname, "exec")
+            self.scan_code(m.__code__, m)
             self.msgout(2, "load_module ->", m)
             return m
 
@@ -853,15 +854,27 @@ def plan(req):
                                       "imported_by": finder.importers(name)})
 
     # A distribution comes whole: its data files (read through __file__ or importlib.resources),
-    # the modules it loads by name, and its .dist-info (importlib.metadata, entry points).
+    # the modules it loads by name, and its .dist-info (importlib.metadata, entry points). Except
+    # what nothing can reach: its test suite, and native libraries that no import reaches and no
+    # reached code names (pycryptodome opens its ~40 by name through ctypes, each from the
+    # module that uses it).
+    named = reached_strings(finder)
     for key in sorted(used_dists):
         d = dists["dists"][key]
         report["distributions"].append({"name": d["name"], "version": d["version"]})
+        tests, libs = [], []
         for path in d["files"]:
             if not os.path.isfile(path):
                 continue
             rel = os.path.relpath(path, d["site"])
             dest = os.path.join(site_rel, rel)
+            suite = test_suite(rel, finder)
+            if suite:
+                tests.append(suite)
+                continue
+            if unreached_extension(path, rel, finder, named, d):
+                libs.append(rel)
+                continue
             if path.endswith(".py"):
                 emit(path, dest + "c", "compile")
             elif path.endswith((".pyc", ".pyi")) or "__pycache__" in rel.split(os.sep):
@@ -869,6 +882,16 @@ def plan(req):
                 continue
             else:
                 emit(path, dest, data_kind(path))
+        if tests or libs:
+            what = []
+            if tests:
+                what.append("its tests (%s: %d files)" % (", ".join(sorted(set(tests))), len(tests)))
+            if libs:
+                what.append("%d native libraries nothing imports or names (%s%s)" % (
+                    len(libs), ", ".join(sorted(libs)[:3]), ", ..." if len(libs) > 3 else ""))
+            report["warnings"].append(
+                "left out of %s %s; add --include-module NAME to bundle one"
+                % (d["name"], " and ".join(what)))
 
     # --include-data SRC:DEST, DEST relative to app/.
     for src, dest in req.get("include_data", []):
@@ -971,6 +994,89 @@ def is_elf(path):
             return f.read(4) == b"\x7fELF"
     except OSError:
         return False
+
+
+# Directories of a distribution that hold its own tests.
+TEST_DIRS = {"test", "tests", "SelfTest", "selftest", "_tests"}
+
+
+def test_suite(rel, finder):
+    """The test directory (relative to the site dir) that `rel` lies in, when no module in it
+    was reached; None otherwise."""
+    parts = rel.split(os.sep)[:-1]
+    for i, part in enumerate(parts):
+        if part in TEST_DIRS:
+            package = ".".join(parts[:i + 1])
+            if any(n == package or n.startswith(package + ".") for n in finder.modules):
+                return None
+            return os.sep.join(parts[:i + 1])
+    return None
+
+
+def reached_strings(finder):
+    """Every string constant in the code of the reached modules, joined: what they can name."""
+    out = []
+
+    def walk(code):
+        for c in code.co_consts:
+            if isinstance(c, str):
+                out.append(c)
+            elif hasattr(c, "co_consts"):
+                walk(c)
+    for mod in finder.modules.values():
+        code = getattr(mod, "__code__", None)
+        if code is not None:
+            walk(code)
+    return "\n".join(out)
+
+
+def unreached_extension(path, rel, finder, named, dist):
+    """A native module of a package (`pkg/_name.<ext suffix>`) that no import reached, whose
+    name no reached code mentions, and that no module of its distribution imports: a library
+    its package loads by name (ctypes, cffi) from a module the app does not use. One that some
+    module imports stays, since a computed import of that module (pyzmq picks its backend so)
+    would otherwise find a pure-Python fallback or nothing. Libraries that others link to
+    (`lib*`, vendored `*.libs/` ones) and files outside packages are never left out."""
+    import importlib.machinery
+    name = os.path.basename(rel)
+    suffix = next((x for x in importlib.machinery.EXTENSION_SUFFIXES if name.endswith(x)), None)
+    if suffix is None:
+        return False
+    stem = name[:-len(suffix)]
+    if not stem.isidentifier() or stem.startswith("lib"):
+        return False
+    if not os.path.isfile(os.path.join(os.path.dirname(path), "__init__.py")):
+        return False
+    module = rel[:-len(suffix)].replace(os.sep, ".")
+    return (module not in finder.modules and stem not in named
+            and stem not in imported_names(dist))
+
+
+def imported_names(dist):
+    """The last component of every module name that an import statement of the distribution's
+    Python files names (`from . import _zmq`, `import a._b`, `from ._c import x`), once per
+    distribution."""
+    if "imported" in dist:
+        return dist["imported"]
+    import ast
+    names = set()
+    for path in dist["files"]:
+        if not path.endswith(".py"):
+            continue
+        try:
+            with open(path, "rb") as f:
+                tree = ast.parse(f.read(), path)
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(a.name.rsplit(".", 1)[-1] for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.module:
+                    names.add(node.module.rsplit(".", 1)[-1])
+                names.update(a.name for a in node.names)
+    dist["imported"] = names
+    return names
 
 
 def distributions(sites):

@@ -57,6 +57,7 @@ def tarfile_archive(members, fmt=tarfile.GNU_FORMAT, pax_headers=None) -> bytes:
             info.linkname = extra.get("linkname", "")
             info.devmajor, info.devminor = extra.get("dev", (0, 0))
             info.size = len(data) if kind == tarfile.REGTYPE else 0
+            info.pax_headers = extra.get("pax", {})
             tf.addfile(info, io.BytesIO(data) if info.size else None)
     return trim(buf.getvalue())
 
@@ -137,6 +138,17 @@ def main():
         # Names the launcher writes itself after the archive: O_EXCL refuses the duplicate.
         "seed-reserved-name.tar": tarfile_archive([("bin", D, b"", {}), ("bin/python3", F, b"#!\n", {})]),
     }
+    # A file through the code filter: calls and RIP-relative loads, some three bytes apart.
+    code = b"".join(
+        b"\xe8" + (0x1000 - 12 * k).to_bytes(4, "little", signed=True)
+        + b"\x48\x8b\x05" + (0x8000 - 12 * k).to_bytes(4, "little", signed=True)
+        + (b"\xe8\x90\x90" if k % 5 == 0 else b"\x90")
+        for k in range(60)
+    )
+    tars["seed-x86-code.tar"] = tarfile_archive(
+        [("lib/libx.so", F, code, {"pax": {"PYSHRINK.x86": "4,%d" % (len(code) - 9)}})],
+        fmt=tarfile.PAX_FORMAT,
+    )
     tars["seed-base256-size.tar"] = base256_size(tarfile_archive([("big", F, b"b" * 600, {})]))
     seeds["archive"] = tars
     seeds["extract"] = tars

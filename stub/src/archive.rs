@@ -6,18 +6,26 @@
 //! links can lead out of the extraction root), device files, FIFOs, absolute paths and `..`. It never trusts a header field
 //! without a bound: names are capped, sizes are parsed with overflow checks, checksums verified.
 //! See POSIX.1-2017 `pax` "ustar Interchange Format" for the header layout.
+//!
+//! One pax record is pyshrink's own: `PYSHRINK.x86=START,LEN` says that bytes `START..START+LEN`
+//! of the file went through the [`crate::x86`] code filter; [`ArchiveReader::read_data`] undoes
+//! it, so readers get the file as it was.
 
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::FormatError;
+use crate::{x86, FormatError};
 
 const BLOCK: usize = 512;
 /// Longest path accepted, from headers or long-name records (PATH_MAX).
 pub const MAX_PATH: usize = 4096;
 /// Largest pax extended header accepted.
 const MAX_PAX: u64 = 64 * 1024;
+/// The pax key of a filtered range; the bundler writes it, the reader undoes the filter.
+pub const PAX_X86: &str = "PYSHRINK.x86";
+/// Bytes of a filtered file read from the source and not handed out yet, at most.
+const PENDING: usize = 32;
 /// Largest entry accepted: far past any real file, and small enough that size + padding and
 /// running offsets never overflow.
 pub const MAX_ENTRY: u64 = 1 << 40;
@@ -59,6 +67,19 @@ pub struct ArchiveReader<S: Source> {
     done: bool,
     /// A leading part of an archive: it may end at an entry boundary, without the end marker.
     part: bool,
+    /// The code filter of the current file, when it has one.
+    code: Option<Unfilter>,
+}
+
+/// Undoes the code filter of one file as its bytes are read.
+struct Unfilter {
+    filter: x86::Filter,
+    /// File offset of `pending[0]`.
+    at: u64,
+    /// Bytes read from the source but not handed out: the last few, which the filter cannot
+    /// decide before it sees what follows, or decided ones that did not fit a small read.
+    pending: [u8; PENDING],
+    len: usize,
 }
 
 fn corrupt(what: &'static str) -> FormatError {
@@ -73,6 +94,7 @@ impl<S: Source> ArchiveReader<S> {
             padding: 0,
             done: false,
             part: false,
+            code: None,
         }
     }
 
@@ -129,7 +151,9 @@ impl<S: Source> ArchiveReader<S> {
         self.skip(self.remaining + self.padding)?;
         self.remaining = 0;
         self.padding = 0;
+        self.code = None;
         let mut long_name: Option<String> = None;
+        let mut code: Option<(u64, u64)> = None;
         loop {
             let mut h = [0u8; BLOCK];
             let first = self.src.read(&mut h)?;
@@ -155,6 +179,10 @@ impl<S: Source> ArchiveReader<S> {
                     for (key, value) in pax_records(&pax)? {
                         if key == "path" {
                             long_name = Some(text(value.into())?);
+                        } else if key == PAX_X86 {
+                            code = Some(parse_range(value)?);
+                        } else if key.starts_with("PYSHRINK.") {
+                            return Err(corrupt("archive has a pax record of a newer pyshrink"));
                         }
                     }
                 }
@@ -169,6 +197,9 @@ impl<S: Source> ArchiveReader<S> {
                     let path = String::from(raw.trim_end_matches('/'));
                     check_path(&path)?;
                     let kind = match kind {
+                        b'5' if code.is_some() => {
+                            return Err(corrupt("archive has a code filter on a directory"))
+                        }
                         b'5' => {
                             self.skip(size + pad(size))?;
                             EntryKind::Dir { mode }
@@ -176,6 +207,21 @@ impl<S: Source> ArchiveReader<S> {
                         _ => {
                             self.remaining = size;
                             self.padding = pad(size);
+                            if let Some((start, len)) = code {
+                                if start.checked_add(len).is_none_or(|end| end > size) {
+                                    return Err(corrupt("archive code filter range past the file"));
+                                }
+                                self.code = Some(Unfilter {
+                                    filter: x86::Filter::new(
+                                        start,
+                                        start + len,
+                                        x86::Direction::Decode,
+                                    ),
+                                    at: 0,
+                                    pending: [0; PENDING],
+                                    len: 0,
+                                });
+                            }
                             EntryKind::File { mode, size }
                         }
                     };
@@ -192,6 +238,54 @@ impl<S: Source> ArchiveReader<S> {
 
     /// Reads the current file's data; `Ok(0)` once all of it was read.
     pub fn read_data(&mut self, buf: &mut [u8]) -> Result<usize, FormatError> {
+        if self.code.is_none() {
+            return self.read_raw(buf);
+        }
+        if buf.len() >= PENDING {
+            return self.read_code(buf, usize::MAX);
+        }
+        // A small read goes through a buffer the filter can make progress in.
+        let mut scratch = [0u8; PENDING];
+        let n = self.read_code(&mut scratch, buf.len())?;
+        buf[..n].copy_from_slice(&scratch[..n]);
+        Ok(n)
+    }
+
+    /// Fills `out` with the pending bytes and more from the source, undoes the filter on what
+    /// can be decided, and hands out up to `give` decided bytes; the rest stays pending.
+    fn read_code(&mut self, out: &mut [u8], give: usize) -> Result<usize, FormatError> {
+        loop {
+            let code = self.code.as_mut().expect("only for a filtered file");
+            let held = code.len;
+            out[..held].copy_from_slice(&code.pending[..held]);
+            // Decided bytes go out before the source is read again, which may fail.
+            let decided = (code.filter.next().saturating_sub(code.at) as usize).min(held);
+            if decided > 0 {
+                let k = decided.min(give);
+                code.pending.copy_within(k..held, 0);
+                code.len = held - k;
+                code.at += k as u64;
+                return Ok(k);
+            }
+            code.len = 0;
+            let got = self.read_raw(&mut out[held..])?;
+            let n = held + got;
+            if n == 0 {
+                return Ok(0);
+            }
+            let code = self.code.as_mut().expect("only for a filtered file");
+            let decided = code.filter.run(&mut out[..n], code.at, self.remaining == 0);
+            let k = decided.min(give);
+            code.pending[..n - k].copy_from_slice(&out[k..n]);
+            code.len = n - k;
+            code.at += k as u64;
+            if k > 0 {
+                return Ok(k);
+            }
+        }
+    }
+
+    fn read_raw(&mut self, buf: &mut [u8]) -> Result<usize, FormatError> {
         let want = (buf.len() as u64).min(self.remaining) as usize;
         if want == 0 {
             return Ok(0);
@@ -203,6 +297,31 @@ impl<S: Source> ArchiveReader<S> {
         self.remaining -= n as u64;
         Ok(n)
     }
+}
+
+/// One pax record, `"<len> <key>=<value>\n"`, for the bundler to write.
+pub fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = alloc::format!(" {key}={value}\n");
+    // The length counts its own digits.
+    let digits = |n: usize| alloc::format!("{n}").len();
+    let mut len = body.len() + 1;
+    while len != body.len() + digits(len) {
+        len = body.len() + digits(len);
+    }
+    alloc::format!("{len}{body}").into_bytes()
+}
+
+/// `START,LEN` in decimal.
+fn parse_range(value: &[u8]) -> Result<(u64, u64), FormatError> {
+    let bad = || corrupt("bad code filter range in the archive");
+    let text = core::str::from_utf8(value).map_err(|_| bad())?;
+    let (start, len) = text.split_once(',').ok_or_else(bad)?;
+    let num = |s: &str| {
+        s.parse::<u64>()
+            .ok()
+            .filter(|_| s.bytes().all(|b| b.is_ascii_digit()))
+    };
+    Ok((num(start).ok_or_else(bad)?, num(len).ok_or_else(bad)?))
 }
 
 fn pad(size: u64) -> u64 {
@@ -394,6 +513,85 @@ mod tests {
             out.push((e, data));
         }
         Ok(out)
+    }
+
+    fn pax(key: &str, value: &str) -> Vec<u8> {
+        let record = pax_record(key, value);
+        assert_eq!(pax_records(&record).unwrap(), [(key, value.as_bytes())]);
+        record
+    }
+
+    /// Machine code with calls and RIP-relative loads, as the filter would find in a library.
+    fn some_code() -> Vec<u8> {
+        let mut code = Vec::new();
+        for k in 0..200u32 {
+            code.extend_from_slice(&[0xE8]);
+            code.extend_from_slice(&(0x1000u32.wrapping_sub(k * 12)).to_le_bytes());
+            code.extend_from_slice(&[0x48, 0x8B, 0x05]);
+            code.extend_from_slice(&(0x8000u32.wrapping_sub(k * 12)).to_le_bytes());
+            code.push(0x90);
+        }
+        code
+    }
+
+    #[test]
+    fn undoes_the_code_filter_for_small_and_large_reads() {
+        let original = some_code();
+        let mut filtered = original.clone();
+        crate::x86::encode(&mut filtered, 10, original.len() - 3);
+        assert_ne!(filtered, original);
+        let record = pax(PAX_X86, &format!("10,{}", original.len() - 13));
+        let bytes = archive(&[
+            (
+                header(b"PaxHeaders/lib.so", b'x', record.len() as u64, b""),
+                &record,
+            ),
+            (
+                header(b"lib.so", b'0', filtered.len() as u64, b""),
+                &filtered,
+            ),
+            (header(b"after", b'0', 5, b""), b"plain"),
+        ]);
+        // read_all reads 7 bytes at a time.
+        let small = read_all(&bytes).unwrap();
+        assert_eq!(small[0].1, original);
+        assert_eq!(small[1].1, b"plain");
+        let mut r = ArchiveReader::new(bytes.as_slice());
+        r.next_entry().unwrap().unwrap();
+        let mut big = vec![0u8; 4096];
+        let mut data = Vec::new();
+        loop {
+            let n = r.read_data(&mut big).unwrap();
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&big[..n]);
+        }
+        assert_eq!(data, original);
+    }
+
+    #[test]
+    fn bad_code_filter_records_are_corrupt() {
+        for (key, value) in [
+            (PAX_X86, "0,999999"),
+            (PAX_X86, "18446744073709551615,2"),
+            (PAX_X86, "1;2"),
+            (PAX_X86, "+1,2"),
+            ("PYSHRINK.arm64", "0,4"),
+        ] {
+            let record = pax(key, value);
+            let bytes = archive(&[
+                (
+                    header(b"PaxHeaders/f", b'x', record.len() as u64, b""),
+                    &record,
+                ),
+                (header(b"f", b'0', 8, b""), b"12345678"),
+            ]);
+            assert!(
+                matches!(read_all(&bytes), Err(FormatError::Corrupt(_))),
+                "{key}={value}"
+            );
+        }
     }
 
     #[test]
