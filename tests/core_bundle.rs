@@ -338,3 +338,80 @@ fn analysis_leaves_out_self_test_helpers_and_error_handler_imports() {
     assert_code(&o, 0, "logs.py in the empty root");
     assert_eq!(stdout(&o), "n=3\n");
 }
+
+/// Imports under a test of the platform that Linux decides (`if sys.platform == "win32":`) are
+/// not followed, and an optional import of a stdlib module that only some of its functions need
+/// (shutil's lzma and bz2, for archives) comes only when the app names one of them.
+#[test]
+fn analysis_skips_other_platforms_and_unused_archive_formats() {
+    let python = default_python();
+    let dir = tempdir();
+    let modules = |bundle: &std::path::Path| -> Vec<String> {
+        let o = pyshrink()
+            .args(["inspect", "--json"])
+            .arg(bundle)
+            .output()
+            .unwrap();
+        assert_code(&o, 0, "inspect");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    std::fs::write(
+        dir.path().join("terminal.py"),
+        "import os, shutil, sys\n\
+         if sys.platform.startswith('win') and os.environ.get('X'):\n    import ctypes\n\
+         if os.name == 'nt':\n    import winreg\nelse:\n    import fcntl\n\
+         if not sys.platform.startswith(('linux', 'freebsd')):\n    import xml.dom.minidom\n\
+         def columns():\n    return shutil.get_terminal_size((80, 24)).columns\n",
+    )
+    .unwrap();
+    let app = dir.path().join("cols.py");
+    std::fs::write(&app, "import terminal\nprint(terminal.columns())\n").unwrap();
+    let out = dir.path().join("cols");
+    assert_code(&bundle_to(&app, &python, &out), 0, "bundle cols.py");
+    let got = modules(&out);
+    assert!(got.iter().any(|m| m == "fcntl"), "fcntl missing: {got:?}");
+    for absent in [
+        "ctypes",
+        "_ctypes",
+        "xml.dom.minidom",
+        "lzma",
+        "bz2",
+        "_lzma",
+    ] {
+        assert!(!got.iter().any(|m| m == absent), "{absent} bundled");
+    }
+    let o = Root::new(&out).run(&[]);
+    assert_code(&o, 0, "cols.py in the empty root");
+    assert_eq!(stdout(&o), "80\n");
+
+    // The same module, used to write a .tar.xz: lzma comes, and works.
+    let app = dir.path().join("pack.py");
+    std::fs::write(
+        &app,
+        "import io, os, shutil, tarfile, tempfile, terminal\n\
+         d = tempfile.mkdtemp()\n\
+         open(os.path.join(d, 'f'), 'w').write('x' * 1000)\n\
+         path = shutil.make_archive(os.path.join(d, 'a'), 'xztar', d, 'f')\n\
+         print(os.path.basename(path), tarfile.open(path).getnames())\n",
+    )
+    .unwrap();
+    let out = dir.path().join("pack");
+    assert_code(&bundle_to(&app, &python, &out), 0, "bundle pack.py");
+    let got = modules(&out);
+    for present in ["lzma", "_lzma", "bz2"] {
+        assert!(got.iter().any(|m| m == present), "{present} missing");
+    }
+    let o = std::process::Command::new(&out)
+        .env("PYSHRINK_EXTRACT_DIR", dir.path().join("x"))
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    assert_code(&o, 0, "pack.py");
+    assert_eq!(stdout(&o), "a.tar.xz ['f']\n");
+}

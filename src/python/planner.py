@@ -387,6 +387,22 @@ def make_finder():
                 for new in set(self.modules) - before:
                     self.by.setdefault(new, {who})
 
+        def user_names(self):
+            """Every global and attribute name the code of the app and its packages uses."""
+            names = set()
+
+            def walk(code):
+                names.update(code.co_names)
+                for c in code.co_consts:
+                    if hasattr(c, "co_names"):
+                        walk(c)
+            for mod in list(self.modules.values()):
+                code = getattr(mod, "__code__", None)
+                if code is not None and mod.__file__ and not (
+                        self.stdlib and under(mod.__file__, self.stdlib) and not self.in_site(mod.__file__)):
+                    walk(code)
+            return names
+
         def importers(self, name):
             return sorted(self.by.get(name, ()))
 
@@ -394,12 +410,14 @@ def make_finder():
             """A guarded stdlib import stays optional only while the stdlib alone reaches the
             module that makes it: an app that imports hashlib itself may call pbkdf2_hmac or
             scrypt (OpenSSL only since 3.12), one that imports http.client may open HTTPS."""
+            names = self.user_names()
             changed = True
             while changed:
                 changed = False
                 for name, importers in sorted(self.soft.items()):
-                    if (name not in self.modules and importers & self.user_imported
-                            and not name.startswith("_py")):
+                    facing = {m for m in importers & self.user_imported
+                              if not (USED_FOR.get((m, name)) and not USED_FOR[(m, name)] & names)}
+                    if name not in self.modules and facing and not name.startswith("_py"):
                         self.soft.pop(name)
                         try:
                             self.import_hook(name)
@@ -474,7 +492,7 @@ def make_finder():
             if kind != modulefinder._PY_SOURCE or fqname == "__main__":
                 return modulefinder.ModuleFinder.load_module(self, fqname, fp, pathname, file_info)
             import ast
-            tree = ast.parse(fp.read(), pathname)
+            tree = drop_other_platforms(ast.parse(fp.read(), pathname))
             stdlib_code = self.stdlib and under(pathname, self.stdlib) and not self.in_site(pathname)
             # The stdlib's `main()`/`_test()` functions are its `python -m` command lines and
             # self-tests (tokenize.main imports argparse); only that entry calls them.
@@ -994,6 +1012,66 @@ def is_elf(path):
             return f.read(4) == b"\x7fELF"
     except OSError:
         return False
+
+
+# A stdlib module's optional import that only some of its functions need: the app and its
+# packages make it required by importing that module only when they name one of those.
+# click imports shutil for get_terminal_size, which needs neither lzma nor bz2.
+USED_FOR = {
+    ("shutil", "lzma"): {"make_archive", "unpack_archive", "get_archive_formats",
+                         "get_unpack_formats"},
+    ("shutil", "bz2"): {"make_archive", "unpack_archive", "get_archive_formats",
+                        "get_unpack_formats"},
+}
+
+
+def drop_other_platforms(tree):
+    """Replaces `if` statements whose test is false on Linux by their `else` part, for the
+    analysis only: `if sys.platform.startswith("win"): from ._winconsole import ...` (click)
+    would bring ctypes and libffi for code that never runs here."""
+    import ast
+
+    def value(node):
+        """True or False when `node` is a test of the platform that Linux decides, else None."""
+        def platform_attr(n):
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name):
+                return {("sys", "platform"): "linux", ("os", "name"): "posix"}.get(
+                    (n.value.id, n.attr))
+            return None
+        if isinstance(node, ast.Compare) and len(node.ops) == 1:
+            have, other = platform_attr(node.left), node.comparators[0]
+            if have is not None and isinstance(other, ast.Constant) and isinstance(other.value, str):
+                if isinstance(node.ops[0], ast.Eq):
+                    return have == other.value
+                if isinstance(node.ops[0], ast.NotEq):
+                    return have != other.value
+            return None
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "startswith" and len(node.args) == 1 and not node.keywords):
+            have, arg = platform_attr(node.func.value), node.args[0]
+            if have is None:
+                return None
+            prefixes = arg.elts if isinstance(arg, ast.Tuple) else [arg]
+            if all(isinstance(p, ast.Constant) and isinstance(p.value, str) for p in prefixes):
+                return have.startswith(tuple(p.value for p in prefixes))
+            return None
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            v = value(node.operand)
+            return None if v is None else not v
+        if isinstance(node, ast.BoolOp):
+            vals = [value(v) for v in node.values]
+            if isinstance(node.op, ast.And):
+                return False if False in vals else True if all(v is True for v in vals) else None
+            return True if True in vals else False if all(v is False for v in vals) else None
+        return None
+
+    class Drop(ast.NodeTransformer):
+        def visit_If(self, node):
+            self.generic_visit(node)
+            if value(node.test) is False:
+                return node.orelse or ast.copy_location(ast.Pass(), node)
+            return node
+    return ast.fix_missing_locations(Drop().visit(tree))
 
 
 # Directories of a distribution that hold its own tests.
