@@ -139,7 +139,7 @@ pub fn archive(stage: &Path) -> Result<Archive> {
 }
 
 /// The file range of an x86-64 ELF file's executable segment (the biggest, if several), which
-/// the code filter makes about 10% smaller once compressed.
+/// the code filter makes 4-9% smaller once compressed (libm, libc, libpython).
 fn x86_code(data: &[u8]) -> Option<(usize, usize)> {
     use goblin::elf::{header::EM_X86_64, program_header::PF_X, program_header::PT_LOAD, Elf};
     if !data.starts_with(b"\x7fELF") {

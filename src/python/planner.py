@@ -390,17 +390,12 @@ def make_finder():
         def user_names(self):
             """Every global and attribute name the code of the app and its packages uses."""
             names = set()
-
-            def walk(code):
-                names.update(code.co_names)
-                for c in code.co_consts:
-                    if hasattr(c, "co_names"):
-                        walk(c)
             for mod in list(self.modules.values()):
                 code = getattr(mod, "__code__", None)
                 if code is not None and mod.__file__ and not (
                         self.stdlib and under(mod.__file__, self.stdlib) and not self.in_site(mod.__file__)):
-                    walk(code)
+                    for c in code_tree(code):
+                        names.update(c.co_names)
             return names
 
         def importers(self, name):
@@ -1091,21 +1086,20 @@ def test_suite(rel, finder):
     return None
 
 
+def code_tree(code):
+    """A code object and those of the functions and classes inside it."""
+    yield code
+    for c in code.co_consts:
+        if hasattr(c, "co_consts"):
+            yield from code_tree(c)
+
+
 def reached_strings(finder):
     """Every string constant in the code of the reached modules, joined: what they can name."""
-    out = []
-
-    def walk(code):
-        for c in code.co_consts:
-            if isinstance(c, str):
-                out.append(c)
-            elif hasattr(c, "co_consts"):
-                walk(c)
-    for mod in finder.modules.values():
-        code = getattr(mod, "__code__", None)
-        if code is not None:
-            walk(code)
-    return "\n".join(out)
+    return "\n".join(c for mod in finder.modules.values()
+                     if getattr(mod, "__code__", None) is not None
+                     for code in code_tree(mod.__code__)
+                     for c in code.co_consts if isinstance(c, str))
 
 
 def unreached_extension(path, rel, finder, named, dist):
