@@ -1,5 +1,7 @@
 # Runs inside the *target* interpreter (any CPython 3.8+), so layout, import analysis and bytecode
 # all come from the Python the bundle will carry, whatever version pyshrink itself was built near.
+# Python 2 must still parse this file, to reach the version check and its clear error: no
+# `yield from`, f-strings or other Python-3-only syntax.
 #
 # argv[1] is a JSON request; the answer is one JSON object on stdout. Modes:
 #   {"mode": "layout"}                      -> the interpreter's layout
@@ -1088,10 +1090,11 @@ def test_suite(rel, finder):
 
 def code_tree(code):
     """A code object and those of the functions and classes inside it."""
-    yield code
-    for c in code.co_consts:
-        if hasattr(c, "co_consts"):
-            yield from code_tree(c)
+    todo = [code]
+    while todo:
+        code = todo.pop()
+        yield code
+        todo.extend(c for c in code.co_consts if hasattr(c, "co_consts"))
 
 
 def reached_strings(finder):
