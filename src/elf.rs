@@ -1772,7 +1772,20 @@ mod tests {
     }
 
     fn run(cmd: &mut Command) -> Output {
-        let output = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        // Another test thread may fork while a fixture this command runs is still open for
+        // writing in this process; the child holds that descriptor until it execs, and the
+        // kernel refuses to run a file open for writing (ETXTBSY). Wait it out.
+        const ETXTBSY: i32 = 26;
+        let mut tries = 0;
+        let output = loop {
+            match cmd.output() {
+                Err(e) if e.raw_os_error() == Some(ETXTBSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
+            }
+        };
         assert!(
             output.status.success(),
             "{cmd:?} failed: {}{}",
