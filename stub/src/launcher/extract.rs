@@ -155,6 +155,18 @@ pub fn next_entry<S: crate::Source>(
     archive.next_entry().unwrap_or_else(|e| die_format(&e, exe))
 }
 
+/// The next data of the current entry (0 at its end); a damaged archive ends the process with
+/// the corrupt code.
+pub fn read_data<S: crate::Source>(
+    archive: &mut ArchiveReader<S>,
+    buf: &mut [u8],
+    exe: &[u8],
+) -> usize {
+    archive
+        .read_data(buf)
+        .unwrap_or_else(|e| die_format(&e, exe))
+}
+
 /// The whole payload archive, read in sequence.
 pub fn payload_archive<'a>(fd: &'a sys::Fd, t: &Trailer) -> ArchiveReader<Decoded<'a>> {
     ArchiveReader::new(Decoded::new(Section {
@@ -202,8 +214,7 @@ pub fn on_second_frame<T: Send + 'static>(
 ) -> sys::Thread<T> {
     let raw = fd.0;
     sys::spawn(move || {
-        // The caller's descriptor: borrowed, not closed here.
-        let fd = core::mem::ManuallyDrop::new(sys::Fd(raw));
+        let fd = sys::Fd::borrowed(raw);
         let mut archive = ArchiveReader::new(Decoded::new(Section {
             fd: &fd,
             offset: section.0,
@@ -227,8 +238,7 @@ impl Verifier {
     pub fn start(fd: &sys::Fd, t: &Trailer) -> Verifier {
         let (raw, offset, len) = (fd.0, t.payload_offset(), t.payload_len + t.manifest_len);
         let hash = sys::spawn(move || {
-            // The caller's descriptor: borrowed, not closed here.
-            let fd = core::mem::ManuallyDrop::new(sys::Fd(raw));
+            let fd = sys::Fd::borrowed(raw);
             let mut section = Section {
                 fd: &fd,
                 offset,
@@ -317,7 +327,7 @@ pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, verifier: Ver
     let worker = second.map(|section| {
         let (raw_work, work_path, exe) = (work_fd.0, work_path.clone(), Vec::from(exe));
         on_second_frame(fd, section, move |archive| {
-            let work = core::mem::ManuallyDrop::new(sys::Fd(raw_work));
+            let work = sys::Fd::borrowed(raw_work);
             unpack(archive, &work, &mut BTreeSet::new(), &work_path, &exe);
         })
     });
@@ -366,9 +376,7 @@ fn unpack<S: crate::Source>(
             EntryKind::File { mode, .. } => {
                 let out = create(work_fd, path, mode, work_path);
                 loop {
-                    let n = archive
-                        .read_data(&mut buf)
-                        .unwrap_or_else(|e| die_format(&e, exe));
+                    let n = read_data(archive, &mut buf, exe);
                     if n == 0 {
                         break;
                     }
@@ -464,9 +472,7 @@ pub fn tree_matches(fd: &sys::Fd, t: &Trailer, dir: &[u8], exe: &[u8]) -> bool {
             return false;
         }
         loop {
-            let n = archive
-                .read_data(&mut want)
-                .unwrap_or_else(|e| die_format(&e, exe));
+            let n = read_data(&mut archive, &mut want, exe);
             if n == 0 {
                 break;
             }

@@ -185,9 +185,7 @@ impl ZipWriter {
 fn fill<S: Source>(archive: &mut ArchiveReader<S>, buf: &mut [u8], exe: &[u8]) -> usize {
     let mut n = 0;
     while n < buf.len() {
-        let got = archive
-            .read_data(&mut buf[n..])
-            .unwrap_or_else(|e| die_format(&e, exe));
+        let got = extract::read_data(archive, &mut buf[n..], exe);
         if got == 0 {
             break;
         }

@@ -122,6 +122,14 @@ pub fn parent(path: &[u8]) -> &[u8] {
 
 pub struct Fd(pub c_int);
 
+impl Fd {
+    /// A descriptor that its owner (another thread's caller) keeps open and closes: used here,
+    /// never closed here.
+    pub fn borrowed(raw: c_int) -> core::mem::ManuallyDrop<Fd> {
+        core::mem::ManuallyDrop::new(Fd(raw))
+    }
+}
+
 impl Drop for Fd {
     fn drop(&mut self) {
         // SAFETY: the descriptor is owned by this value and closed once.
