@@ -196,8 +196,6 @@ def compile_to(src, dest, display, warnings, strip_docs=False, append=None):
     templates named .py) only leaves that file out. `append` is source added at the end of the
     module (the host-data hooks below)."""
     import ast
-    import importlib.util
-    from importlib._bootstrap_external import _code_to_hash_pyc
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     with open(src, "rb") as f:
         source = f.read()
@@ -215,6 +213,13 @@ def compile_to(src, dest, display, warnings, strip_docs=False, append=None):
             raise UserError("syntax error at %s: %s" % (where, msg))
         warnings.append("left out %s: it does not compile (%s: %s)" % (display, where, msg))
         return
+    write_pyc(dest, code, source)
+
+
+def write_pyc(dest, code, source):
+    """`code` as an unchecked-hash .pyc of `source` (bytes) at `dest`."""
+    import importlib.util
+    from importlib._bootstrap_external import _code_to_hash_pyc
     with open(dest, "wb") as f:
         f.write(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
 
@@ -376,8 +381,7 @@ def make_finder():
                 return None
             if caller is not None and caller.__name__ in self.soft.get(name, ()):
                 return None
-            if caller is None or not (caller.__file__ and self.stdlib and under(caller.__file__, self.stdlib)
-                                      and not self.in_site(caller.__file__)):
+            if caller is None or not self.is_stdlib(caller.__file__):
                 self.user_imported.add(name)
             who = caller.__name__ if caller is not None else "<entry>"
             before = set(self.modules)
@@ -394,8 +398,7 @@ def make_finder():
             names = set()
             for mod in list(self.modules.values()):
                 code = getattr(mod, "__code__", None)
-                if code is not None and mod.__file__ and not (
-                        self.stdlib and under(mod.__file__, self.stdlib) and not self.in_site(mod.__file__)):
+                if code is not None and mod.__file__ and not self.is_stdlib(mod.__file__):
                     for c in code_tree(code):
                         names.update(c.co_names)
             return names
@@ -490,14 +493,13 @@ def make_finder():
                 return modulefinder.ModuleFinder.load_module(self, fqname, fp, pathname, file_info)
             import ast
             tree = drop_other_platforms(ast.parse(fp.read(), pathname))
-            stdlib_code = self.stdlib and under(pathname, self.stdlib) and not self.in_site(pathname)
+            stdlib_code = self.is_stdlib(pathname)
             # The stdlib's `main()`/`_test()` functions are its `python -m` command lines and
             # self-tests (tokenize.main imports argparse); only that entry calls them.
             tree.body = [n for n in tree.body if not is_main_guard(n)
                          and not (stdlib_code and isinstance(n, ast.FunctionDef) and n.name in MODULE_CLI)]
             if stdlib_code:
                 drop_unused_test_helpers(tree)
-            if self.stdlib and under(pathname, self.stdlib) and not self.in_site(pathname):
                 self.soften(fqname, tree)
             m = self.add_module(fqname)
             m.__file__ = pathname
@@ -505,6 +507,10 @@ def make_finder():
             self.scan_code(m.__code__, m)
             self.msgout(2, "load_module ->", m)
             return m
+
+        def is_stdlib(self, path):
+            """Whether `path` is a module of the standard library (not of a site dir in it)."""
+            return bool(path and self.stdlib and under(path, self.stdlib) and not self.in_site(path))
 
         def in_site(self, path):
             return any(under(path, s) for s in self.sites)
@@ -874,6 +880,7 @@ def plan(req):
     # reached code names (pycryptodome opens its ~40 by name through ctypes, each from the
     # module that uses it).
     named = reached_strings(finder)
+    reached_packages = name_prefixes(finder.modules)
     for key in sorted(used_dists):
         d = dists["dists"][key]
         report["distributions"].append({"name": d["name"], "version": d["version"]})
@@ -883,7 +890,7 @@ def plan(req):
                 continue
             rel = os.path.relpath(path, d["site"])
             dest = os.path.join(site_rel, rel)
-            suite = test_suite(rel, finder)
+            suite = test_suite(rel, reached_packages)
             if suite:
                 tests.append(suite)
                 continue
@@ -944,12 +951,8 @@ def plan(req):
         # The memory runtime's start-up code, compiled once here rather than on every start.
         dest = os.path.join(stage, boot["dest"])
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        from importlib._bootstrap_external import _code_to_hash_pyc
-        import importlib.util
         source = boot["source"].encode("utf-8")
-        code = compile(source, boot["dest"][:-1], "exec", dont_inherit=True)
-        with open(dest, "wb") as f:
-            f.write(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
+        write_pyc(dest, compile(source, boot["dest"][:-1], "exec", dont_inherit=True), source)
     report["elf"].sort()
     return report
 
@@ -1075,17 +1078,25 @@ def drop_other_platforms(tree):
 TEST_DIRS = {"test", "tests", "SelfTest", "selftest", "_tests"}
 
 
-def test_suite(rel, finder):
+def test_suite(rel, reached_packages):
     """The test directory (relative to the site dir) that `rel` lies in, when no module in it
     was reached; None otherwise."""
     parts = rel.split(os.sep)[:-1]
     for i, part in enumerate(parts):
         if part in TEST_DIRS:
-            package = ".".join(parts[:i + 1])
-            if any(n == package or n.startswith(package + ".") for n in finder.modules):
+            if ".".join(parts[:i + 1]) in reached_packages:
                 return None
             return os.sep.join(parts[:i + 1])
     return None
+
+
+def name_prefixes(names):
+    """Every dotted prefix of the names: a.b.c gives a, a.b and a.b.c."""
+    out = set()
+    for name in names:
+        parts = name.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return out
 
 
 def code_tree(code):
