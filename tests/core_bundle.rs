@@ -291,22 +291,7 @@ fn module_and_directory_apps() {
 #[test]
 fn analysis_leaves_out_self_test_helpers_and_error_handler_imports() {
     let python = default_python();
-    let modules = |bundle: &std::path::Path| -> Vec<String> {
-        let o = pyshrink()
-            .args(["inspect", "--json"])
-            .arg(bundle)
-            .output()
-            .unwrap();
-        assert_code(&o, 0, "inspect");
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["modules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["name"].as_str().unwrap().to_string())
-            .collect()
-    };
-    let mountains = modules(&bundle(
+    let mountains = bundled_modules(&bundle(
         &[example("mountains/app.py").to_str().unwrap()],
         &python,
     ));
@@ -333,7 +318,7 @@ fn analysis_leaves_out_self_test_helpers_and_error_handler_imports() {
     .unwrap();
     let out = dir.path().join("logs");
     assert_code(&bundle_to(&app, &python, &out), 0, "bundle logs.py");
-    assert!(modules(&out).iter().any(|m| m == "logging"));
+    assert!(bundled_modules(&out).iter().any(|m| m == "logging"));
     let o = Root::new(&out).run(&[]);
     assert_code(&o, 0, "logs.py in the empty root");
     assert_eq!(stdout(&o), "n=3\n");
@@ -346,21 +331,6 @@ fn analysis_leaves_out_self_test_helpers_and_error_handler_imports() {
 fn analysis_skips_other_platforms_and_unused_archive_formats() {
     let python = default_python();
     let dir = tempdir();
-    let modules = |bundle: &std::path::Path| -> Vec<String> {
-        let o = pyshrink()
-            .args(["inspect", "--json"])
-            .arg(bundle)
-            .output()
-            .unwrap();
-        assert_code(&o, 0, "inspect");
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["modules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["name"].as_str().unwrap().to_string())
-            .collect()
-    };
     std::fs::write(
         dir.path().join("terminal.py"),
         "import os, shutil, sys\n\
@@ -374,7 +344,7 @@ fn analysis_skips_other_platforms_and_unused_archive_formats() {
     std::fs::write(&app, "import terminal\nprint(terminal.columns())\n").unwrap();
     let out = dir.path().join("cols");
     assert_code(&bundle_to(&app, &python, &out), 0, "bundle cols.py");
-    let got = modules(&out);
+    let got = bundled_modules(&out);
     assert!(got.iter().any(|m| m == "fcntl"), "fcntl missing: {got:?}");
     for absent in [
         "ctypes",
@@ -403,7 +373,7 @@ fn analysis_skips_other_platforms_and_unused_archive_formats() {
     .unwrap();
     let out = dir.path().join("pack");
     assert_code(&bundle_to(&app, &python, &out), 0, "bundle pack.py");
-    let got = modules(&out);
+    let got = bundled_modules(&out);
     for present in ["lzma", "_lzma", "bz2"] {
         assert!(got.iter().any(|m| m == present), "{present} missing");
     }
@@ -414,4 +384,14 @@ fn analysis_skips_other_platforms_and_unused_archive_formats() {
         .unwrap();
     assert_code(&o, 0, "pack.py");
     assert_eq!(stdout(&o), "a.tar.xz ['f']\n");
+}
+
+/// The module names `pyshrink inspect --json` lists for `bundle`.
+fn bundled_modules(bundle: &std::path::Path) -> Vec<String> {
+    inspect_json(bundle)["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
 }

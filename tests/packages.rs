@@ -142,17 +142,6 @@ fn host_run(python: &Path, args: &[&str], cwd: &Path) -> Output {
         .unwrap()
 }
 
-fn inspect_json(bundle: &Path) -> serde_json::Value {
-    let o = pyshrink()
-        .arg("inspect")
-        .arg("--json")
-        .arg(bundle)
-        .output()
-        .unwrap();
-    assert_code(&o, 0, "inspect");
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn distributions(info: &serde_json::Value) -> Vec<String> {
     info["distributions"]
         .as_array()

@@ -292,3 +292,15 @@ pub fn deepest_descendant(pid: i32) -> i32 {
         }
     }
 }
+
+/// What `pyshrink inspect --json` reports of `bundle`.
+pub fn inspect_json(bundle: &Path) -> serde_json::Value {
+    let o = pyshrink()
+        .arg("inspect")
+        .arg("--json")
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert_code(&o, 0, "inspect");
+    serde_json::from_slice(&o.stdout).unwrap()
+}
