@@ -386,6 +386,26 @@ fn analysis_skips_other_platforms_and_unused_archive_formats() {
     assert_eq!(stdout(&o), "a.tar.xz ['f']\n");
 }
 
+/// The stdlib zip's own importer serves stdlib modules exactly as CPython's zipimporter would
+/// (file, package path, code), with every interpreter, extracted and from memory.
+#[test]
+fn stdlib_zip_modules_load_as_zipimport_loads_them() {
+    let app = repo().join("tests/fixtures/stdlib_zip/app.py");
+    let expected = "served: email.message json json.decoder urllib.parse xml.etree.ElementTree\n\
+                    json submodules: decoder encoder scanner\n\
+                    checked over 10 modules\n\
+                    problems: []\n";
+    for (name, python) in interpreters() {
+        eprintln!("stdlib zip importer with {name}");
+        let root = Root::new(&bundle(&[app.to_str().unwrap()], python));
+        for (runtime, writable) in [("disk", true), ("memory", false)] {
+            let o = root.command(writable, &[], &[]).output().unwrap();
+            assert_code(&o, 0, &format!("{name}, {runtime}"));
+            assert_eq!(stdout(&o), expected, "{name}, {runtime}");
+        }
+    }
+}
+
 /// The module names `pyshrink inspect --json` lists for `bundle`.
 fn bundled_modules(bundle: &std::path::Path) -> Vec<String> {
     inspect_json(bundle)["modules"]

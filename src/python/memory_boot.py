@@ -303,6 +303,15 @@ def _pyshrink_memory():
     io.open_code = open_code
     os.stat, os.lstat, os.listdir, os.scandir = stat_, lstat, listdir, scandir
 
+    stdlib_zip = elf.get("lib/python%d%d.zip" % sys.version_info[:2])
+    if stdlib_zip:
+        try:
+            from _pyshrink_zipimport import install
+        except ImportError:
+            pass
+        else:
+            install(stdlib_zip)
+
 
 _pyshrink_memory()
 del _pyshrink_memory

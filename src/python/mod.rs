@@ -13,6 +13,8 @@ use serde::Deserialize;
 const PLANNER: &str = include_str!("planner.py");
 /// The memory runtime's `sitecustomize`, compiled into every bundle.
 const MEMORY_BOOT: &str = include_str!("memory_boot.py");
+/// The stdlib zip's faster importer, compiled into that zip in every bundle.
+const ZIPIMPORT_FAST: &str = include_str!("zipimport_fast.py");
 
 /// The interpreter's layout, as it reports it.
 #[derive(Debug, Clone, Deserialize)]
@@ -269,10 +271,17 @@ pub fn build_plan(python: &Path, req: &BuildRequest) -> Result<Plan> {
         "include_data": req.include_data,
         "ca_certs": req.ca_certs,
         "tzdata": req.tzdata,
-        "memory_boot": {
-            "source": MEMORY_BOOT,
-            "dest": format!("{}/sitecustomize.pyc", pyshrink_stub::MEMORY_BOOT_DIR),
-        },
+        // Start-up code compiled into the bundle; `{stdlib}` is the stdlib directory.
+        "boot_modules": [
+            {
+                "source": MEMORY_BOOT,
+                "dest": format!("{}/sitecustomize.pyc", pyshrink_stub::MEMORY_BOOT_DIR),
+            },
+            {
+                "source": ZIPIMPORT_FAST,
+                "dest": format!("{{stdlib}}/{}.pyc", pyshrink_stub::ZIPIMPORT_MODULE),
+            },
+        ],
     });
     let v = ask(python, &request)?;
     serde_json::from_value(v).context("interpreter plan has an unexpected shape")

@@ -946,13 +946,13 @@ def plan(req):
     for p in patches:
         if os.path.join(stage, p) not in written:
             report["warnings"].append("host data hook for %s was not staged" % p)
-    boot = req.get("memory_boot")
-    if boot:
-        # The memory runtime's start-up code, compiled once here rather than on every start.
-        dest = os.path.join(stage, boot["dest"])
+    for boot in req.get("boot_modules", ()):
+        # The launcher's start-up code, compiled once here rather than on every start.
+        rel = boot["dest"].replace("{stdlib}", os.path.join("lib", ver))
+        dest = os.path.join(stage, rel)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         source = boot["source"].encode("utf-8")
-        write_pyc(dest, compile(source, boot["dest"][:-1], "exec", dont_inherit=True), source)
+        write_pyc(dest, compile(source, rel[:-1], "exec", dont_inherit=True), source)
     report["elf"].sort()
     return report
 

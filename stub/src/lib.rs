@@ -30,7 +30,7 @@ pub mod zip;
 mod launcher;
 
 pub use archive::{check_path, ArchiveEntry, ArchiveReader, EntryKind, Source};
-pub use manifest::{Entry, Manifest, Runtime, MEMORY_BOOT_DIR, MEMORY_LIBS_FILE};
+pub use manifest::{Entry, Manifest, Runtime, MEMORY_BOOT_DIR, MEMORY_LIBS_FILE, ZIPIMPORT_MODULE};
 pub use trailer::{content_hasher, Trailer, MAGIC, MAX_MANIFEST_LEN, TRAILER_LEN, VERSION};
 
 /// Why a file could not be read as a bundle. Callers tell these apart: a file that is not a bundle

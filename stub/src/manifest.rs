@@ -72,6 +72,10 @@ pub const MEMORY_LIBS_FILE: &str = "pyshrink-libs.txt";
 /// puts on `PYTHONPATH` in that runtime only.
 pub const MEMORY_BOOT_DIR: &str = "pyshrink-boot";
 
+/// In the stdlib zip: the module whose `install()` the launcher's start-up code calls to import
+/// from that zip faster (`src/python/zipimport_fast.py`).
+pub const ZIPIMPORT_MODULE: &str = "_pyshrink_zipimport";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// `X.Y.Z` of the bundled interpreter.

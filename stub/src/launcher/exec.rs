@@ -25,8 +25,15 @@ pub enum Role<'a> {
 
 /// Runs the entry point as `__main__`, as `python app.py` / `python -m mod` would, but with
 /// `sys.argv[0]` set to the bundle's own argv[0]. Arguments: argv0, kind, target, app args.
+/// First it imports from the stdlib zip faster (`ZIPIMPORT_MODULE`).
 const BOOT: &[u8] = b"def _pyshrink_main():
     import sys
+    try:
+        from _pyshrink_zipimport import install
+    except ImportError:
+        pass
+    else:
+        install()
     a = sys.argv
     kind, target = a[2], a[3]
     sys.argv = [a[1]] + a[4:]

@@ -1,0 +1,98 @@
+# Faster imports from the bundle's stdlib zip, compiled by the bundler into that zip as
+# `_pyshrink_zipimport.pyc`. The launcher's start-up code calls `install()` before the app runs;
+# the memory runtime's `sitecustomize` calls it earlier, with the zip's memory file.
+#
+# CPython's zipimporter reads and unmarshals a module's code twice: once in `get_filename`,
+# which `find_spec` calls to learn the module's path, and again in `get_code`. Each read opens
+# the zip through a buffered reader and seeks. For the stdlib zip, whose entries the bundler
+# writes itself (stored `.pyc` files, no sources), the path is known from the zip's directory
+# alone, and the code is one `pread`. Everything else (other zips, entries with a source beside
+# them, anything that does not look like the bundler's own entry) goes to zipimporter unchanged.
+
+import marshal
+import os
+import sys
+import zipimport
+
+from _frozen_importlib_external import MAGIC_NUMBER
+
+_LOCAL_HEADER = b"PK\x03\x04"
+# Flags word of a .pyc: timestamp-based, unchecked hash, checked hash. With no source in the zip
+# zipimporter loads all three without checking anything more.
+_PYC_FLAGS = (b"\0\0\0\0", b"\1\0\0\0", b"\3\0\0\0")
+
+
+class StdlibZip(zipimport.zipimporter):
+    """zipimporter for the bundled stdlib zip and the packages inside it."""
+
+    def _bytecode(self, fullname):
+        """The directory entry of the stored .pyc that zipimporter would load for `fullname`,
+        and its name in the zip; (None, None) when this importer cannot decide it alone."""
+        files = self._get_files() if hasattr(self, "_get_files") else self._files
+        path = zipimport._get_module_path(self, fullname)
+        for suffix, isbytecode, _ in zipimport._zip_searchorder:
+            entry = files.get(path + suffix)
+            if entry is not None:
+                if isbytecode and entry[1] == 0 and path + suffix[:-1] not in files:
+                    return entry, path + suffix
+                break
+        return None, None
+
+    def get_filename(self, fullname):
+        entry, _ = self._bytecode(fullname)
+        if entry is None:
+            return super().get_filename(fullname)
+        return entry[0]
+
+    def get_code(self, fullname):
+        entry, name = self._bytecode(fullname)
+        if entry is not None:
+            code = self._read_code(entry, len(name.encode("utf-8")))
+            if code is not None:
+                return code
+        return super().get_code(fullname)
+
+    def _read_code(self, entry, name_len):
+        size, offset = entry[2], entry[4]
+        start = 30 + name_len
+        try:
+            fd = os.open(self.archive, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = os.pread(fd, start + size, offset)
+            finally:
+                os.close(fd)
+        except OSError:
+            return None
+        if (
+            len(data) != start + size
+            or data[:4] != _LOCAL_HEADER
+            or int.from_bytes(data[26:28], "little") != name_len
+            or data[28:30] != b"\0\0"
+            or data[start : start + 4] != MAGIC_NUMBER
+            or data[start + 4 : start + 8] not in _PYC_FLAGS
+        ):
+            return None
+        return marshal.loads(memoryview(data)[start + 16 :])
+
+
+def install(archive=None):
+    """Serves the stdlib zip (`archive`, by default `<prefix>/lib/pythonXY.zip`, when it is on
+    sys.path) and the packages in it through StdlibZip; other paths keep CPython's importers.
+    Only the first call counts."""
+    if archive is None:
+        archive = "%s/lib/python%d%d.zip" % ((sys.prefix,) + sys.version_info[:2])
+    plain = zipimport.zipimporter
+    if archive not in sys.path or plain not in sys.path_hooks:
+        return
+    inside = archive + "/"
+
+    def hook(path):
+        if path == archive or path.startswith(inside):
+            return StdlibZip(path)
+        return plain(path)
+
+    sys.path_hooks[:] = [hook if h is plain else h for h in sys.path_hooks]
+    cache = sys.path_importer_cache
+    for path, finder in list(cache.items()):
+        if type(finder) is plain and finder.archive == archive:
+            cache[path] = StdlibZip(path)
