@@ -74,7 +74,16 @@ pub const MEMORY_BOOT_DIR: &str = "pyshrink-boot";
 
 /// In the stdlib zip: the module whose `install()` the launcher's start-up code calls to import
 /// from that zip faster (`src/python/zipimport_fast.py`).
-pub const ZIPIMPORT_MODULE: &str = "_pyshrink_zipimport";
+pub const ZIPIMPORT_MODULE: &str = crate::zipimport_module!();
+
+/// [`ZIPIMPORT_MODULE`] as a literal, for the launcher's start-up code (`concat!`).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! zipimport_module {
+    () => {
+        "_pyshrink_zipimport"
+    };
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {

@@ -26,10 +26,13 @@ pub enum Role<'a> {
 /// Runs the entry point as `__main__`, as `python app.py` / `python -m mod` would, but with
 /// `sys.argv[0]` set to the bundle's own argv[0]. Arguments: argv0, kind, target, app args.
 /// First it imports from the stdlib zip faster (`ZIPIMPORT_MODULE`).
-const BOOT: &[u8] = b"def _pyshrink_main():
+const BOOT: &str = concat!(
+    "def _pyshrink_main():
     import sys
     try:
-        from _pyshrink_zipimport import install
+        from ",
+    crate::zipimport_module!(),
+    " import install
     except ImportError:
         pass
     else:
@@ -53,7 +56,8 @@ const BOOT: &[u8] = b"def _pyshrink_main():
     g['__cached__'] = None
     exec(code, g)
 _pyshrink_main()
-";
+"
+);
 
 /// Where the parts of the bundled runtime are, and how the interpreter is to be started.
 pub struct Start {
