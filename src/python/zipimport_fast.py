@@ -39,6 +39,9 @@ class StdlibZip(zipimport.zipimporter):
         return None, None
 
     def get_filename(self, fullname):
+        # From the directory alone: the header is not read here, so for a .pyc that get_code
+        # then refuses (foreign magic, no source) zipimporter would name no file. The bundler
+        # writes none such.
         entry, _ = self._bytecode(fullname)
         if entry is None:
             return super().get_filename(fullname)
