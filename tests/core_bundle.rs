@@ -409,13 +409,3 @@ fn stdlib_zip_modules_load_as_zipimport_loads_them() {
         }
     }
 }
-
-/// The module names `pyshrink inspect --json` lists for `bundle`.
-fn bundled_modules(bundle: &std::path::Path) -> Vec<String> {
-    inspect_json(bundle)["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap().to_string())
-        .collect()
-}

@@ -304,3 +304,22 @@ pub fn inspect_json(bundle: &Path) -> serde_json::Value {
     assert_code(&o, 0, "inspect");
     serde_json::from_slice(&o.stdout).unwrap()
 }
+
+/// The paths of the files `pyshrink inspect --json` lists for `bundle`.
+pub fn bundled_files(bundle: &Path) -> Vec<String> {
+    inspect_names(bundle, "files", "path")
+}
+
+/// The module names `pyshrink inspect --json` lists for `bundle`.
+pub fn bundled_modules(bundle: &Path) -> Vec<String> {
+    inspect_names(bundle, "modules", "name")
+}
+
+fn inspect_names(bundle: &Path, list: &str, key: &str) -> Vec<String> {
+    inspect_json(bundle)[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[key].as_str().unwrap().to_owned())
+        .collect()
+}
