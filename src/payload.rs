@@ -141,8 +141,9 @@ pub fn archive(stage: &Path) -> Result<Archive> {
 /// The file range of an x86-64 ELF file's executable segment (the biggest, if several), which
 /// the code filter makes 4-9% smaller once compressed (libm, libc, libpython).
 fn x86_code(data: &[u8]) -> Option<(usize, usize)> {
-    use goblin::elf::{header::EM_X86_64, program_header::PF_X, program_header::PT_LOAD, Elf};
-    if !data.starts_with(b"\x7fELF") {
+    use goblin::elf::header::{ELFMAG, EM_X86_64};
+    use goblin::elf::{program_header::PF_X, program_header::PT_LOAD, Elf};
+    if !data.starts_with(ELFMAG) {
         return None;
     }
     let elf = Elf::parse(data).ok()?;

@@ -794,7 +794,7 @@ def plan(req):
     # What the interpreter imports before any user code, taken as files rather than followed:
     # following `site` would drag in pydoc (for `help()`) and with it half the stdlib.
     for name, path in startup_modules():
-        if path and not pruned(name) and under(path, stdlib) and not any(under(path, s) for s in sites):
+        if not pruned(name) and finder.is_stdlib(path):
             stdlib_file(path)
 
     if stdlib_all:
@@ -1017,11 +1017,10 @@ def is_elf(path):
 # A stdlib module's optional import that only some of its functions need: the app and its
 # packages make it required by importing that module only when they name one of those.
 # click imports shutil for get_terminal_size, which needs neither lzma nor bz2.
+SHUTIL_ARCHIVES = {"make_archive", "unpack_archive", "get_archive_formats", "get_unpack_formats"}
 USED_FOR = {
-    ("shutil", "lzma"): {"make_archive", "unpack_archive", "get_archive_formats",
-                         "get_unpack_formats"},
-    ("shutil", "bz2"): {"make_archive", "unpack_archive", "get_archive_formats",
-                        "get_unpack_formats"},
+    ("shutil", "lzma"): SHUTIL_ARCHIVES,
+    ("shutil", "bz2"): SHUTIL_ARCHIVES,
 }
 
 

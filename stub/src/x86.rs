@@ -8,7 +8,7 @@
 //! as the BCJ filter of xz and 7-Zip, with RIP-relative operands added for x86-64.
 //!
 //! The bundler filters the executable segment of each x86-64 ELF file it stores
-//! (`PYSHRINK.x86=START+LEN` in the entry's pax header) and the launcher undoes it while it
+//! (`PYSHRINK.x86=START,LEN` in the entry's pax header) and the launcher undoes it while it
 //! unpacks, in a stream. The filter is exact on any bytes, code or not: a wrong guess only costs
 //! compression.
 //!
