@@ -29,8 +29,8 @@ const SPLIT_MIN: u64 = 2 << 20;
 
 /// Tars every regular file (and empty directory) under `stage` with fixed mtime, owner and modes
 /// (0755 for executables and ELF files, 0644 otherwise), so the same inputs give the same bytes.
-/// Entries are sorted by path, except that the biggest ELF files, together at least 40% of the
-/// data, come last, after `split`, for the launcher's second thread.
+/// Entries are sorted by path, except that the biggest ELF files, together about half of the data,
+/// come last, after `split`, for the launcher's second thread.
 pub fn archive(stage: &Path) -> Result<Archive> {
     struct File {
         rel: std::path::PathBuf,
@@ -81,14 +81,17 @@ pub fn archive(stage: &Path) -> Result<Archive> {
         .filter(|&i| files[i].data.starts_with(b"\x7fELF"))
         .collect();
     by_size.sort_by_key(|&i| (std::cmp::Reverse(files[i].data.len()), i));
+    // Biggest first, each taken while it brings the second part closer to half of the data: the
+    // two threads then finish together (the first one also creates the many small files, the
+    // second has the code filter to undo on most of its bytes).
     let mut taken = 0u64;
     if total >= SPLIT_MIN {
         for i in by_size {
-            if taken * 10 >= total * 4 {
-                break;
+            let size = files[i].data.len() as u64;
+            if taken == 0 || (taken + size).abs_diff(total / 2) < taken.abs_diff(total / 2) {
+                files[i].second = true;
+                taken += size;
             }
-            files[i].second = true;
-            taken += files[i].data.len() as u64;
         }
     }
 
