@@ -4,7 +4,7 @@
 #
 # Environment:
 #   BENCH_PYTHON  target Python (default: pyenv's 3.11.7)
-#   BENCH_RUNS    runs per measurement (default: 15 for exit-style apps, 7 for servers)
+#   BENCH_RUNS    runs per measurement (default: 15)
 #   BENCH_OUT     report path (default: BENCHMARKS.md at the repository root)
 #   BENCH_SKIP    comma list of peers not to build or measure: pyinstaller (with staticx), nuitka
 set -euo pipefail

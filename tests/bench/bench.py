@@ -762,7 +762,7 @@ class Bench:
             if NUITKA not in skip:
                 self.build_nuitka(ex)
         for ex in examples:
-            runs = self.args.runs or (7 if ex.server else 15)
+            runs = self.args.runs or 15
             ex.runs = runs
             self.measure(ex, runs)
         shutil.rmtree(self.scratch, ignore_errors=True)
