@@ -386,6 +386,50 @@ fn analysis_skips_other_platforms_and_unused_archive_formats() {
     assert_eq!(stdout(&o), "a.tar.xz ['f']\n");
 }
 
+/// platform's plistlib (macOS only) and warnings' tracemalloc (for apps that trace) stay out of an
+/// app that imports both modules itself, which then work; naming `mac_ver` brings plistlib.
+#[test]
+fn analysis_leaves_out_macos_plist_and_unstarted_tracemalloc() {
+    let python = default_python();
+    let dir = tempdir();
+    let app = dir.path().join("host.py");
+    std::fs::write(
+        &app,
+        "import platform, warnings\n\
+         print(platform.system(), platform.machine() != '')\n\
+         warnings.simplefilter('always')\n\
+         warnings.warn('unclosed thing', ResourceWarning, source=object())\n",
+    )
+    .unwrap();
+    let out = dir.path().join("host");
+    assert_code(&bundle_to(&app, &python, &out), 0, "bundle host.py");
+    let got = bundled_modules(&out);
+    for present in ["platform", "warnings"] {
+        assert!(got.iter().any(|m| m == present), "{present} missing");
+    }
+    for absent in ["plistlib", "pyexpat", "xml.parsers.expat", "tracemalloc"] {
+        assert!(!got.iter().any(|m| m == absent), "{absent} bundled");
+    }
+    let o = Root::new(&out).run(&[]);
+    assert_code(&o, 0, "host.py in the empty root");
+    assert_eq!(stdout(&o), "Linux True\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ResourceWarning: unclosed thing"), "{err}");
+
+    let app = dir.path().join("mac.py");
+    std::fs::write(
+        &app,
+        "import platform\nprint(platform.mac_ver()[0] == '')\n",
+    )
+    .unwrap();
+    let out = dir.path().join("mac");
+    assert_code(&bundle_to(&app, &python, &out), 0, "bundle mac.py");
+    assert!(bundled_modules(&out).iter().any(|m| m == "plistlib"));
+    let o = Root::new(&out).run(&[]);
+    assert_code(&o, 0, "mac.py in the empty root");
+    assert_eq!(stdout(&o), "True\n");
+}
+
 /// The stdlib zip's own importer serves stdlib modules exactly as CPython's zipimporter would
 /// (file, package path, code), with every interpreter, extracted and from memory; entries the
 /// bundler never writes (compressed, with a source, a foreign magic number) get zipimporter's

@@ -98,10 +98,11 @@ PRUNED_DIRS = {"test", "tests", "idle_test", "__pycache__"}
 # Development tools that stdlib modules import only for self-tests and debugging hooks.
 DEV_ONLY = {"doctest", "unittest", "pdb", "pydoc", "bdb", "trace", "profile", "cProfile", "pstats"}
 # Stdlib modules that exist only when CPython was built with an optional system library, and
-# that the rest of the stdlib treats as optional.
+# that the rest of the stdlib treats as optional; and plistlib (with pyexpat), which platform
+# imports, guarded, only where macOS's SystemVersion.plist exists.
 SOFT_OPTIONAL = {"tracemalloc", "ssl", "_ssl", "_hashlib", "lzma", "_lzma", "bz2", "_bz2", "readline", "ctypes",
                  "_ctypes", "_uuid", "sqlite3", "_sqlite3", "curses", "_curses", "dbm", "_dbm",
-                 "_gdbm", "_tkinter"}
+                 "_gdbm", "_tkinter", "plistlib"}
 # Optional stdlib imports that are followed all the same: urllib.request without ssl cannot
 # open https URLs, which is what most apps use it for.
 KEEP_OPTIONAL = {"urllib.request": {"ssl"}}
@@ -1018,9 +1019,13 @@ def is_elf(path):
 # packages make it required by importing that module only when they name one of those.
 # click imports shutil for get_terminal_size, which needs neither lzma nor bz2.
 SHUTIL_ARCHIVES = {"make_archive", "unpack_archive", "get_archive_formats", "get_unpack_formats"}
+# warnings asks tracemalloc where a ResourceWarning's object was allocated, which it can only
+# know when the app started tracing (the launcher ignores PYTHONTRACEMALLOC): by naming it.
 USED_FOR = {
     ("shutil", "lzma"): SHUTIL_ARCHIVES,
     ("shutil", "bz2"): SHUTIL_ARCHIVES,
+    ("platform", "plistlib"): {"mac_ver"},
+    ("warnings", "tracemalloc"): {"tracemalloc"},
 }
 
 
