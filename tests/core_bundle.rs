@@ -310,14 +310,14 @@ fn analysis_leaves_out_self_test_helpers_and_error_handler_imports() {
     }
 
     let dir = tempdir();
-    let app = dir.path().join("logs.py");
-    std::fs::write(
-        &app,
-        "import logging, random, sys\nlogging.basicConfig(stream=sys.stdout, format='%(message)s')\nlogging.warning('n=%d', len(random.sample(range(10), 3)))\n",
-    )
-    .unwrap();
-    let out = dir.path().join("logs");
-    assert_code(&bundle_to(&app, &python, &out), 0, "bundle logs.py");
+    let out = bundle_source(
+        dir.path(),
+        "logs",
+        "import logging, random, sys\n\
+         logging.basicConfig(stream=sys.stdout, format='%(message)s')\n\
+         logging.warning('n=%d', len(random.sample(range(10), 3)))\n",
+        &python,
+    );
     assert!(bundled_modules(&out).iter().any(|m| m == "logging"));
     let o = Root::new(&out).run(&[]);
     assert_code(&o, 0, "logs.py in the empty root");
@@ -340,10 +340,12 @@ fn analysis_skips_other_platforms_and_unused_archive_formats() {
          def columns():\n    return shutil.get_terminal_size((80, 24)).columns\n",
     )
     .unwrap();
-    let app = dir.path().join("cols.py");
-    std::fs::write(&app, "import terminal\nprint(terminal.columns())\n").unwrap();
-    let out = dir.path().join("cols");
-    assert_code(&bundle_to(&app, &python, &out), 0, "bundle cols.py");
+    let out = bundle_source(
+        dir.path(),
+        "cols",
+        "import terminal\nprint(terminal.columns())\n",
+        &python,
+    );
     let got = bundled_modules(&out);
     assert!(got.iter().any(|m| m == "fcntl"), "fcntl missing: {got:?}");
     for absent in [
@@ -361,18 +363,16 @@ fn analysis_skips_other_platforms_and_unused_archive_formats() {
     assert_eq!(stdout(&o), "80\n");
 
     // The same module, used to write a .tar.xz: lzma comes, and works.
-    let app = dir.path().join("pack.py");
-    std::fs::write(
-        &app,
+    let out = bundle_source(
+        dir.path(),
+        "pack",
         "import io, os, shutil, tarfile, tempfile, terminal\n\
          d = tempfile.mkdtemp()\n\
          open(os.path.join(d, 'f'), 'w').write('x' * 1000)\n\
          path = shutil.make_archive(os.path.join(d, 'a'), 'xztar', d, 'f')\n\
          print(os.path.basename(path), tarfile.open(path).getnames())\n",
-    )
-    .unwrap();
-    let out = dir.path().join("pack");
-    assert_code(&bundle_to(&app, &python, &out), 0, "bundle pack.py");
+        &python,
+    );
     let got = bundled_modules(&out);
     for present in ["lzma", "_lzma", "bz2"] {
         assert!(got.iter().any(|m| m == present), "{present} missing");
@@ -392,17 +392,15 @@ fn analysis_skips_other_platforms_and_unused_archive_formats() {
 fn analysis_leaves_out_macos_plist_and_unstarted_tracemalloc() {
     let python = default_python();
     let dir = tempdir();
-    let app = dir.path().join("host.py");
-    std::fs::write(
-        &app,
+    let out = bundle_source(
+        dir.path(),
+        "host",
         "import platform, warnings\n\
          print(platform.system(), platform.machine() != '')\n\
          warnings.simplefilter('always')\n\
          warnings.warn('unclosed thing', ResourceWarning, source=object())\n",
-    )
-    .unwrap();
-    let out = dir.path().join("host");
-    assert_code(&bundle_to(&app, &python, &out), 0, "bundle host.py");
+        &python,
+    );
     let got = bundled_modules(&out);
     for present in ["platform", "warnings"] {
         assert!(got.iter().any(|m| m == present), "{present} missing");
@@ -416,14 +414,12 @@ fn analysis_leaves_out_macos_plist_and_unstarted_tracemalloc() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("ResourceWarning: unclosed thing"), "{err}");
 
-    let app = dir.path().join("mac.py");
-    std::fs::write(
-        &app,
+    let out = bundle_source(
+        dir.path(),
+        "mac",
         "import platform\nprint(platform.mac_ver()[0] == '')\n",
-    )
-    .unwrap();
-    let out = dir.path().join("mac");
-    assert_code(&bundle_to(&app, &python, &out), 0, "bundle mac.py");
+        &python,
+    );
     assert!(bundled_modules(&out).iter().any(|m| m == "plistlib"));
     let o = Root::new(&out).run(&[]);
     assert_code(&o, 0, "mac.py in the empty root");

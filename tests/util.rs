@@ -156,6 +156,20 @@ pub fn bundle_to(app: &Path, python: &Path, out: &Path) -> Output {
         .unwrap()
 }
 
+/// Writes `source` to `<dir>/<name>.py` and bundles it to `<dir>/<name>`, which it returns; the
+/// bundling must succeed.
+pub fn bundle_source(dir: &Path, name: &str, source: &str, python: &Path) -> PathBuf {
+    let app = dir.join(format!("{name}.py"));
+    std::fs::write(&app, source).unwrap();
+    let out = dir.join(name);
+    assert_code(
+        &bundle_to(&app, python, &out),
+        0,
+        &format!("bundle {name}.py"),
+    );
+    out
+}
+
 /// An empty root for bubblewrap: only `/app` (a copy of the bundle), `/proc`, `/dev`.
 pub struct Root {
     pub dir: tempfile::TempDir,
