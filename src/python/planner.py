@@ -1019,12 +1019,12 @@ def is_elf(path):
 # packages make it required by importing that module only when they name one of those.
 # click imports shutil for get_terminal_size, which needs neither lzma nor bz2.
 SHUTIL_ARCHIVES = {"make_archive", "unpack_archive", "get_archive_formats", "get_unpack_formats"}
-# warnings asks tracemalloc where a ResourceWarning's object was allocated, which it can only
-# know when the app started tracing (the launcher ignores PYTHONTRACEMALLOC): by naming it.
 USED_FOR = {
     ("shutil", "lzma"): SHUTIL_ARCHIVES,
     ("shutil", "bz2"): SHUTIL_ARCHIVES,
     ("platform", "plistlib"): {"mac_ver"},
+    # Where a ResourceWarning's object was allocated, which tracemalloc only knows once the app
+    # started tracing (the launcher ignores PYTHONTRACEMALLOC): by naming it.
     ("warnings", "tracemalloc"): {"tracemalloc"},
 }
 
