@@ -429,7 +429,8 @@ fn analysis_leaves_out_macos_plist_and_unstarted_tracemalloc() {
 /// The stdlib zip's own importer serves stdlib modules exactly as CPython's zipimporter would
 /// (file, package path, code), with every interpreter, extracted and from memory; entries the
 /// bundler never writes (compressed, with a source, a foreign magic number) get zipimporter's
-/// own answer.
+/// own answer. importlib.metadata finds a distribution in another zip without reading the
+/// stdlib zip.
 #[test]
 fn stdlib_zip_modules_load_as_zipimport_loads_them() {
     let app = repo().join("tests/fixtures/stdlib_zip/app.py");
@@ -438,6 +439,7 @@ fn stdlib_zip_modules_load_as_zipimport_loads_them() {
                     checked over 10 modules\n\
                     odd zip: stored=stored deflated=deflated stale=source foreign=foreign source \
                     broken=ZipImportError\n\
+                    metadata: demo-dist 1.0, stdlib zip read 0 times\n\
                     problems: []\n";
     for (name, python) in interpreters() {
         eprintln!("stdlib zip importer with {name}");

@@ -303,14 +303,16 @@ def _pyshrink_memory():
     io.open_code = open_code
     os.stat, os.lstat, os.listdir, os.scandir = stat_, lstat, listdir, scandir
 
-    stdlib_zip = elf.get("lib/python%d%d.zip" % sys.version_info[:2])
+    zip_name = "lib/python%d%d.zip" % sys.version_info[:2]
+    stdlib_zip = elf.get(zip_name)
     if stdlib_zip:
         try:
             from _pyshrink_zipimport import install
         except ImportError:
             pass
         else:
-            install(stdlib_zip)
+            # The default sys.path entry of the stdlib zip names it inside the payload.
+            install(stdlib_zip, aliases=[prefix + zip_name])
 
 
 _pyshrink_memory()
