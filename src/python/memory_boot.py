@@ -303,16 +303,14 @@ def _pyshrink_memory():
     io.open_code = open_code
     os.stat, os.lstat, os.listdir, os.scandir = stat_, lstat, listdir, scandir
 
-    zip_name = "lib/python%d%d.zip" % sys.version_info[:2]
-    stdlib_zip = elf.get(zip_name)
+    stdlib_zip = elf.get("lib/python%d%d.zip" % sys.version_info[:2])
     if stdlib_zip:
         try:
             from _pyshrink_zipimport import install
         except ImportError:
             pass
         else:
-            # The default sys.path entry of the stdlib zip names it inside the payload.
-            install(stdlib_zip, aliases=[prefix + zip_name])
+            install(stdlib_zip)
 
 
 _pyshrink_memory()

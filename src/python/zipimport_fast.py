@@ -83,12 +83,13 @@ class StdlibZip(zipimport.zipimporter):
         return marshal.loads(memoryview(data)[start + 16 :])
 
 
-def install(archive=None, aliases=()):
+def install(archive=None):
     """Serves the stdlib zip (`archive`, by default `<prefix>/lib/pythonXY.zip`, when it is on
     sys.path) and the packages in it through StdlibZip; other paths keep CPython's importers.
-    `aliases` are other sys.path entries that name the same zip. Only the first call counts."""
+    Only the first call counts."""
+    default = "%s/lib/python%d%d.zip" % ((sys.prefix,) + sys.version_info[:2])
     if archive is None:
-        archive = "%s/lib/python%d%d.zip" % ((sys.prefix,) + sys.version_info[:2])
+        archive = default
     plain = zipimport.zipimporter
     if archive not in sys.path or plain not in sys.path_hooks:
         return
@@ -104,7 +105,9 @@ def install(archive=None, aliases=()):
     for path, finder in list(cache.items()):
         if type(finder) is plain and finder.archive == archive:
             cache[path] = StdlibZip(path)
-    _skip_in_distribution_search({archive}.union(aliases))
+    # The memory runtime serves the zip from its memfd, while CPython's default entry still
+    # names it inside the payload: both are skipped.
+    _skip_in_distribution_search({archive, default})
 
 
 def _skip_in_distribution_search(names):
