@@ -19,26 +19,43 @@ const WINDOW_LOG: u32 = 23;
 pub struct Archive {
     pub tar: Vec<u8>,
     pub files: usize,
-    /// Where the entries unpacked on the launcher's second thread start (the biggest ELF
-    /// files); `tar.len()` when there are none.
+    /// Where the entries unpacked on the launcher's second thread start (ELF files chosen by
+    /// [`choose_second`]); `tar.len()` when there are none.
     pub split: usize,
 }
 
 /// Below this much data, one thread unpacks faster than two start.
 const SPLIT_MIN: u64 = 2 << 20;
 
+/// What unpacking a file costs the launcher, in microseconds of one thread's CPU: per MB of the
+/// file compressed alone at zstd level 3 (a stand-in for its share of the payload), per MB
+/// unpacked, per MB of machine code to unfilter, and per file. Fitted to the launcher's
+/// per-thread CPU clock over the examples' frames; only their ratios matter.
+const COST_PER_MB_COMPRESSED: f64 = 3840.0;
+const COST_PER_MB: f64 = 940.0;
+const COST_PER_MB_CODE: f64 = 870.0;
+const COST_PER_FILE: f64 = 34.0;
+/// The content hash, which the thread unpacking the first frame computes over the whole payload.
+const HASH_COST_PER_MB_COMPRESSED: f64 = 600.0;
+
+/// A file to archive, its code range already filtered.
+struct File {
+    rel: std::path::PathBuf,
+    data: Vec<u8>,
+    exec: bool,
+    /// The filtered range (start, length), recorded in a pax header.
+    code: Option<(usize, usize)>,
+    /// Estimated cost of unpacking it (see [`COST_PER_MB`]).
+    cost: f64,
+    /// Unpacked on the launcher's second thread.
+    second: bool,
+}
+
 /// Tars every regular file (and empty directory) under `stage` with fixed mtime, owner and modes
 /// (0755 for executables and ELF files, 0644 otherwise), so the same inputs give the same bytes.
-/// Entries are sorted by path, except that the biggest ELF files, together about half of the data,
+/// Entries are sorted by path, except that ELF files making up about half of the unpacking work
 /// come last, after `split`, for the launcher's second thread.
 pub fn archive(stage: &Path) -> Result<Archive> {
-    struct File {
-        rel: std::path::PathBuf,
-        data: Vec<u8>,
-        exec: bool,
-        /// Unpacked on the launcher's second thread.
-        second: bool,
-    }
     let mut empty_dirs = Vec::new();
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(stage).sort_by_file_name() {
@@ -64,36 +81,30 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             .with_context(|| format!("path `{}` is not UTF-8; rename it", rel.display()))?;
         pyshrink_stub::check_path(rel_str)
             .map_err(|e| anyhow::anyhow!("refusing to bundle `{rel_str}`: {e}"))?;
-        let data = fs::read(entry.path())
+        let mut data = fs::read(entry.path())
             .with_context(|| format!("failed to read `{}`", entry.path().display()))?;
         let exec =
             entry.metadata()?.permissions().mode() & 0o111 != 0 || data.starts_with(b"\x7fELF");
+        let code = x86_code(&data).map(|(start, end)| {
+            pyshrink_stub::x86::encode(&mut data, start, end);
+            (start, end - start)
+        });
         files.push(File {
             rel: rel.to_path_buf(),
             data,
             exec,
+            code,
+            cost: 0.0,
             second: false,
         });
     }
 
-    let total: u64 = files.iter().map(|f| f.data.len() as u64).sum();
-    let mut by_size: Vec<usize> = (0..files.len())
-        .filter(|&i| files[i].data.starts_with(b"\x7fELF"))
-        .collect();
-    by_size.sort_by_key(|&i| (std::cmp::Reverse(files[i].data.len()), i));
-    // Biggest first, each taken while it brings the second part closer to half of the data: the
-    // two threads then finish together (the first one also creates the many small files, the
-    // second has the code filter to undo on most of its bytes).
-    let mut taken = 0u64;
-    if total >= SPLIT_MIN {
-        for i in by_size {
-            let size = files[i].data.len() as u64;
-            if taken == 0 || (taken + size).abs_diff(total / 2) < taken.abs_diff(total / 2) {
-                files[i].second = true;
-                taken += size;
-            }
-        }
-    }
+    let total_len: u64 = files.iter().map(|f| f.data.len() as u64).sum();
+    let taken = if total_len >= SPLIT_MIN {
+        choose_second(&mut files)
+    } else {
+        0
+    };
 
     let mut builder = tar::Builder::new(Vec::new());
     for rel in &empty_dirs {
@@ -117,15 +128,11 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             header.set_mtime(0);
             header.set_uid(0);
             header.set_gid(0);
-            let mut data = std::borrow::Cow::Borrowed(f.data.as_slice());
-            if let Some((start, end)) = x86_code(&f.data) {
-                let mut filtered = f.data.clone();
-                pyshrink_stub::x86::encode(&mut filtered, start, end);
-                data = filtered.into();
-                append_pax(&mut builder, PAX_X86, &format!("{start},{}", end - start))?;
+            if let Some((start, len)) = f.code {
+                append_pax(&mut builder, PAX_X86, &format!("{start},{len}"))?;
             }
             builder
-                .append_data(&mut header, &f.rel, data.as_ref())
+                .append_data(&mut header, &f.rel, f.data.as_slice())
                 .with_context(|| format!("failed to archive `{}`", f.rel.display()))?;
         }
     }
@@ -139,6 +146,60 @@ pub fn archive(stage: &Path) -> Result<Archive> {
         split,
         tar,
     })
+}
+
+/// Marks the ELF files the launcher's second thread unpacks, so that both threads finish together:
+/// the first unpacks the rest (most of the files) and computes the content hash. Returns how
+/// many were marked.
+fn choose_second(files: &mut [File]) -> usize {
+    const MB: f64 = 1e6;
+    let mut compressed = 0.0;
+    for f in files.iter_mut() {
+        let c = zstd::bulk::compress(&f.data, 3).map_or(f.data.len(), |c| c.len()) as f64;
+        compressed += c;
+        let code = f.code.map_or(0, |(_, len)| len) as f64;
+        f.cost = c / MB * COST_PER_MB_COMPRESSED
+            + f.data.len() as f64 / MB * COST_PER_MB
+            + code / MB * COST_PER_MB_CODE
+            + COST_PER_FILE;
+    }
+    let total: f64 = files.iter().map(|f| f.cost).sum();
+    let hash = compressed / MB * HASH_COST_PER_MB_COMPRESSED;
+    // The slower of the two threads, if the second one unpacks `second` worth.
+    let slower = |second: f64| second.max(total - second + hash);
+    let target = (total + hash) / 2.0;
+    let mut elf: Vec<usize> = (0..files.len())
+        .filter(|&i| files[i].data.starts_with(b"\x7fELF"))
+        .collect();
+    elf.sort_by(|&a, &b| files[b].cost.total_cmp(&files[a].cost).then(a.cmp(&b)));
+    // Two greedy passes, biggest first: one takes a file when it brings the second part closer
+    // to the target, the other only while the part stays under it. Whichever finishes sooner.
+    let pass = |fit: bool| -> (f64, Vec<usize>) {
+        let (mut sum, mut chosen) = (0.0, Vec::new());
+        for &i in &elf {
+            let with = sum + files[i].cost;
+            let take = if fit {
+                with <= target
+            } else {
+                chosen.is_empty() || (with - target).abs() < (sum - target).abs()
+            };
+            if take {
+                sum = with;
+                chosen.push(i);
+            }
+        }
+        (sum, chosen)
+    };
+    let (closer, fit) = (pass(false), pass(true));
+    let (_, chosen) = if slower(fit.0) < slower(closer.0) {
+        fit
+    } else {
+        closer
+    };
+    for &i in &chosen {
+        files[i].second = true;
+    }
+    chosen.len()
 }
 
 /// The file range of an x86-64 ELF file's executable segment (the biggest, if several), which
@@ -286,4 +347,102 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, pyshrink_stub::FormatError> {
         manifest,
         trailer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `len` bytes that compress about 2:1, starting with the ELF magic when `elf`.
+    fn data(len: usize, elf: bool, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+        let mut out: Vec<u8> = (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if i % 2 == 0 {
+                    (x & 0x0f) as u8
+                } else {
+                    b'a'
+                }
+            })
+            .collect();
+        if elf {
+            out[..4].copy_from_slice(b"\x7fELF");
+        }
+        out
+    }
+
+    fn file(name: &str, len: usize, elf: bool) -> File {
+        File {
+            rel: name.into(),
+            data: data(len, elf, len as u32),
+            exec: elf,
+            code: None,
+            cost: 0.0,
+            second: false,
+        }
+    }
+
+    /// (second thread, first thread with the hash), in estimated microseconds.
+    fn loads(files: &[File]) -> (f64, f64) {
+        let second: f64 = files.iter().filter(|f| f.second).map(|f| f.cost).sum();
+        let first: f64 = files.iter().filter(|f| !f.second).map(|f| f.cost).sum();
+        let compressed: f64 = files
+            .iter()
+            .map(|f| zstd::bulk::compress(&f.data, 3).unwrap().len() as f64)
+            .sum();
+        (
+            second,
+            first + compressed / 1e6 * HASH_COST_PER_MB_COMPRESSED,
+        )
+    }
+
+    #[test]
+    fn the_second_thread_gets_elf_files_worth_half_the_work() {
+        let mut files = vec![
+            file("lib/libpython.so", 6 << 20, true),
+            file("lib/libc.so", 2 << 20, true),
+            file("lib/libm.so", 1 << 20, true),
+            file("lib/python.zip", 3 << 20, false),
+        ];
+        for i in 0..8 {
+            files.push(file(
+                &format!("lib/dynload/m{i}.so"),
+                100_000 + i * 7_000,
+                true,
+            ));
+        }
+        for i in 0..60 {
+            files.push(file(&format!("site/p{i}.pyc"), 20_000 + i * 300, false));
+        }
+        assert!(choose_second(&mut files) > 0);
+        assert!(files
+            .iter()
+            .all(|f| !f.second || f.data.starts_with(b"\x7fELF")));
+        let (second, first) = loads(&files);
+        let smallest_elf = files
+            .iter()
+            .filter(|f| f.data.starts_with(b"\x7fELF"))
+            .map(|f| f.cost)
+            .fold(f64::MAX, f64::min);
+        assert!(
+            (second - first).abs() <= 2.0 * smallest_elf,
+            "second thread {second:.0} us, first {first:.0} us"
+        );
+    }
+
+    #[test]
+    fn one_elf_file_bigger_than_half_goes_to_the_second_thread_alone() {
+        let mut files = vec![
+            file("lib/libpython.so", 6 << 20, true),
+            file("lib/libc.so", 1 << 20, true),
+            file("lib/python.zip", 2 << 20, false),
+        ];
+        assert_eq!(choose_second(&mut files), 1);
+        assert!(files[0].second, "the biggest file is the second thread's");
+        let (second, first) = loads(&files);
+        assert!(second > first, "{second:.0} > {first:.0}");
+    }
 }

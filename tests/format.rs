@@ -65,6 +65,21 @@ fn damaged_bundles_are_refused() {
         flipped,
         pyshrink_stub::exit::CORRUPT,
     ));
+    // The last byte of each zstd frame is part of its checksum, which the launcher leaves to the
+    // content hash: these decompress as before, and only the hash can refuse them.
+    let second_frame = parsed.manifest.second_frame as usize;
+    assert!(second_frame > 0, "hello's payload comes in two frames");
+    for (what, at) in [
+        (
+            "flipped checksum of the first frame",
+            payload_at + second_frame - 1,
+        ),
+        ("flipped checksum of the second frame", manifest_at - 1),
+    ] {
+        let mut flipped = good.clone();
+        flipped[at] ^= 0x01;
+        cases.push((what, flipped, pyshrink_stub::exit::CORRUPT));
+    }
     let mut flipped = good.clone();
     flipped[manifest_at + 3] ^= 0x20;
     cases.push((

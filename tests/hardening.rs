@@ -244,3 +244,51 @@ fn no_passwd_and_runtime_hosts_file() {
         "pwd: KeyError\ngetuser: app\nlocalhost: 127.0.0.1\n"
     );
 }
+
+/// The launcher places its unpacking thread on another CPU by changing affinities for a moment:
+/// the app still gets the CPUs the bundle was started with, on disk (a first run, which unpacks)
+/// and from memory, whether that is every CPU or one.
+#[test]
+fn the_app_gets_the_cpus_it_was_started_with() {
+    use std::os::unix::process::CommandExt;
+    let own = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap();
+    let first_cpu: usize = own.split(['-', ',']).next().unwrap().parse().unwrap();
+    let bundle = probe();
+    for (what, pinned) in [("every CPU", false), ("one CPU", true)] {
+        let want = if pinned {
+            first_cpu.to_string()
+        } else {
+            own.clone()
+        };
+        for (runtime, writable) in [("disk", true), ("memory", false)] {
+            let root = Root::new(&bundle);
+            let mut cmd = root.command(writable, &[], &["cpus"]);
+            if pinned {
+                // SAFETY: only sched_setaffinity between fork and exec, on a mask built before.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(first_cpu, &mut set);
+                    cmd.pre_exec(move || {
+                        if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            let o = cmd.output().unwrap();
+            assert_code(&o, 0, &format!("{what}, {runtime}"));
+            assert_eq!(stdout(&o).trim(), want, "{what}, {runtime}");
+            if writable {
+                assert_eq!(root.extractions().len(), 1, "{what}: a first run unpacks");
+            }
+        }
+    }
+}

@@ -228,15 +228,29 @@ fn runtime_choice_and_damage() {
     );
     assert_eq!(err.lines().count(), 3, "one error line and a hint: {err}");
 
-    // A flipped payload byte: refused before anything runs.
-    let bundle = build("auto");
-    let mut bytes = std::fs::read(&bundle).unwrap();
-    let stub_len = bytes.len() / 4;
-    bytes[stub_len + 1000] ^= 0x20;
-    let bad = dir.path().join("bad");
-    std::fs::write(&bad, &bytes).unwrap();
-    let root = Root::new(&bad);
-    let o = root.command(false, &[], &["x"]).output().unwrap();
-    assert_code(&o, pyshrink_stub::exit::CORRUPT, "damaged, from memory");
-    assert!(!stdout(&o).contains("Hello"), "the app must not start");
+    // A flipped payload byte, or a flipped frame checksum (which decompresses as before, so only
+    // the content hash catches it), in either frame: refused before anything runs.
+    let good = std::fs::read(build("auto")).unwrap();
+    let parsed = pyshrink::payload::parse(&good).unwrap();
+    let payload_at = parsed.trailer.payload_offset() as usize;
+    let second_frame = parsed.manifest.second_frame as usize;
+    let manifest_at = parsed.trailer.manifest_offset() as usize;
+    assert!(second_frame > 0, "the payload comes in two frames");
+    for (what, at) in [
+        ("payload byte", payload_at + 1000),
+        ("first frame's checksum", payload_at + second_frame - 1),
+        ("second frame's checksum", manifest_at - 1),
+    ] {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x20;
+        let bad = dir.path().join("bad");
+        std::fs::write(&bad, &bytes).unwrap();
+        let root = Root::new(&bad);
+        let o = root.command(false, &[], &["x"]).output().unwrap();
+        assert_code(&o, pyshrink_stub::exit::CORRUPT, what);
+        assert!(
+            !stdout(&o).contains("Hello"),
+            "{what}: the app must not start"
+        );
+    }
 }

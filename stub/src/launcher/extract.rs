@@ -1,7 +1,8 @@
 //! Verifying and extracting the payload.
 //!
-//! The content hash is checked over the whole payload and manifest, on a second thread while the
-//! payload is unpacked; an extraction is renamed into place (and run) only once it matched.
+//! The payload is unpacked by two threads, one per zstd frame; the first also computes the content
+//! hash over the whole payload and manifest, as it reads them. An extraction is renamed into place
+//! (and run) only once the hash matched.
 //! Extraction follows check / lock / check again / write into `<hash>.work` / rename, so a
 //! directory named `<hash>` is always complete: a run killed half-way leaves only a work dir,
 //! which the next run (holding the lock, so no one else is writing it) removes.
@@ -27,20 +28,34 @@ pub fn is_complete(dir: &[u8]) -> bool {
     super::root::private_dir(dir, sys::getuid()).is_ok()
 }
 
-/// Reads `len` bytes of the bundle from `offset`, in chunks.
+/// Reads `len` bytes of the bundle from `offset`, in chunks, handing what it reads to the content
+/// hash when one is attached.
 pub struct Section<'a> {
     fd: &'a sys::Fd,
     offset: u64,
     left: u64,
+    verifier: Option<&'a mut Verifier>,
 }
 
-impl Section<'_> {
+impl<'a> Section<'a> {
+    fn new(fd: &'a sys::Fd, offset: u64, left: u64) -> Section<'a> {
+        Section {
+            fd,
+            offset,
+            left,
+            verifier: None,
+        }
+    }
+
     fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, sys::Errno> {
         let n = (buf.len() as u64).min(self.left) as usize;
         if n == 0 {
             return Ok(0);
         }
         sys::pread_exact(self.fd, &mut buf[..n], self.offset)?;
+        if let Some(v) = self.verifier.as_deref_mut() {
+            v.feed(self.offset, &buf[..n]);
+        }
         self.offset += n as u64;
         self.left -= n as u64;
         Ok(n)
@@ -171,25 +186,29 @@ pub fn read_data<S: crate::Source>(
         .unwrap_or_else(|e| die_format(&e, exe))
 }
 
-/// The whole payload archive, read in sequence.
-pub fn payload_archive<'a>(fd: &'a sys::Fd, t: &Trailer) -> ArchiveReader<Decoded<'a>> {
-    ArchiveReader::new(Decoded::new(Section {
-        fd,
-        offset: t.payload_offset(),
-        left: t.payload_len,
-    }))
+/// The whole payload archive, read in sequence; what is read goes into `verifier`'s hash.
+pub fn payload_archive<'a>(
+    fd: &'a sys::Fd,
+    t: &Trailer,
+    verifier: &'a mut Verifier,
+) -> ArchiveReader<Decoded<'a>> {
+    let mut section = Section::new(fd, t.payload_offset(), t.payload_len);
+    section.verifier = Some(verifier);
+    ArchiveReader::new(Decoded::new(section))
 }
 
 /// The part of the payload archive before its second frame (all of it when there is none), and
-/// where the second frame's compressed bytes are (offset in the file, length).
+/// where the second frame's compressed bytes are (offset in the file, length). What the first
+/// part reads goes into `verifier`'s hash.
 pub fn payload_parts<'a>(
     fd: &'a sys::Fd,
     t: &Trailer,
     second_frame: u64,
+    verifier: &'a mut Verifier,
     exe: &[u8],
 ) -> (ArchiveReader<Decoded<'a>>, Option<(u64, u64)>) {
     if second_frame == 0 {
-        return (payload_archive(fd, t), None);
+        return (payload_archive(fd, t, verifier), None);
     }
     if second_frame >= t.payload_len {
         die_format(
@@ -197,11 +216,9 @@ pub fn payload_parts<'a>(
             exe,
         );
     }
-    let first = ArchiveReader::part(Decoded::new(Section {
-        fd,
-        offset: t.payload_offset(),
-        left: second_frame,
-    }));
+    let mut section = Section::new(fd, t.payload_offset(), second_frame);
+    section.verifier = Some(verifier);
+    let first = ArchiveReader::part(Decoded::new(section));
     let second = (
         t.payload_offset() + second_frame,
         t.payload_len - second_frame,
@@ -219,56 +236,56 @@ pub fn on_second_frame<T: Send + 'static>(
     let raw = fd.0;
     sys::spawn(move || {
         let fd = sys::Fd::borrowed(raw);
-        let mut archive = ArchiveReader::new(Decoded::new(Section {
-            fd: &fd,
-            offset: section.0,
-            left: section.1,
-        }));
+        let mut archive = ArchiveReader::new(Decoded::new(Section::new(&fd, section.0, section.1)));
         job(&mut archive)
     })
 }
 
-/// The content hash of payload and manifest, computed on a second thread while the payload is
-/// unpacked, so a cold start pays for decompression or hashing, whichever is slower, not both.
-/// Unpacked files are only put to use after [`Verifier::finish`] (an extraction is renamed into
-/// place, the memory runtime execs), which exits with the corrupt code on a mismatch.
+/// The content hash of payload and manifest. The thread that unpacks the start of the payload
+/// hashes the compressed bytes as it reads them (they are in its cache already), and
+/// [`Verifier::finish`] hashes whatever that left, while or after the second frame is unpacked;
+/// the bundler gives that thread less to unpack for it. Unpacked files are only put to use after
+/// `finish` (an extraction is renamed into place, the memory runtime execs), which exits with the
+/// corrupt code on a mismatch.
 pub struct Verifier {
-    hash: sys::Thread<Result<[u8; 32], sys::Errno>>,
+    hasher: sha2::Sha256,
+    /// The file offset up to which the hash has consumed the bundle.
+    next: u64,
+    end: u64,
     expected: [u8; 32],
 }
 
 impl Verifier {
-    /// Starts hashing `fd`'s payload and manifest. `fd` must stay open until `finish`.
-    pub fn start(fd: &sys::Fd, t: &Trailer) -> Verifier {
-        let (raw, offset, len) = (fd.0, t.payload_offset(), t.payload_len + t.manifest_len);
-        let hash = sys::spawn(move || {
-            let fd = sys::Fd::borrowed(raw);
-            let mut section = Section {
-                fd: &fd,
-                offset,
-                left: len,
-            };
-            let mut hasher = content_hasher();
-            section.for_each_chunk(|chunk| hasher.update(chunk))?;
-            let mut digest = [0u8; 32];
-            digest.copy_from_slice(&hasher.finalize());
-            Ok(digest)
-        });
+    pub fn new(t: &Trailer) -> Verifier {
         Verifier {
-            hash,
+            hasher: content_hasher(),
+            next: t.payload_offset(),
+            end: t.manifest_offset() + t.manifest_len,
             expected: t.content_sha256,
         }
     }
 
-    /// Waits for the hash; exits with the corrupt code if it does not match the trailer.
-    pub fn finish(self, exe: &[u8]) {
-        match self.hash.join() {
-            Err(e) => die_errno(exit::IO, b"failed to read", exe, e),
-            Ok(digest) if digest != self.expected => die_format(
+    /// Takes bytes read from the bundle at `offset` into the hash when they continue it.
+    fn feed(&mut self, offset: u64, bytes: &[u8]) {
+        if offset == self.next {
+            let n = (bytes.len() as u64).min(self.end - self.next);
+            self.hasher.update(&bytes[..n as usize]);
+            self.next += n;
+        }
+    }
+
+    /// Hashes the rest of payload and manifest from `fd`; exits with the corrupt code if the hash
+    /// does not match the trailer.
+    pub fn finish(mut self, fd: &sys::Fd, exe: &[u8]) {
+        let mut rest = Section::new(fd, self.next, self.end - self.next);
+        rest.verifier = Some(&mut self);
+        rest.for_each_chunk(|_| {})
+            .unwrap_or_else(|e| die_errno(exit::IO, b"failed to read", exe, e));
+        if self.hasher.finalize()[..] != self.expected[..] {
+            die_format(
                 &FormatError::Corrupt("content hash mismatch: the payload or manifest was altered"),
                 exe,
-            ),
-            Ok(_) => {}
+            );
         }
     }
 }
@@ -282,7 +299,7 @@ pub struct Bundle<'a> {
 }
 
 /// Extracts the payload into `<root>/<key>`, unless another run finished it first (or, with
-/// `replace`, replacing what is there). `verifier` is joined before the extraction is renamed
+/// `replace`, replacing what is there). `verifier` is finished before the extraction is renamed
 /// into place.
 pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, verifier: Verifier) {
     let (fd, t, exe) = (b.fd, b.trailer, b.exe);
@@ -305,7 +322,7 @@ pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, verifier: Ver
     sys::flock_exclusive(&lock).unwrap_or_else(|e| io(b"failed to lock", &lock_name, e));
     let dir = sys::join(root, key);
     if !replace && is_complete(&dir) {
-        verifier.finish(exe);
+        verifier.finish(fd, exe);
         return;
     }
     let mut work = Vec::from(key);
@@ -327,7 +344,8 @@ pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, verifier: Ver
     .unwrap_or_else(|e| io(b"failed to open", &work, e));
     let work_path = sys::join(root, &work);
 
-    let (mut first, second) = payload_parts(fd, t, b.second_frame, exe);
+    let mut verifier = verifier;
+    let (mut first, second) = payload_parts(fd, t, b.second_frame, &mut verifier, exe);
     let worker = second.map(|section| {
         let (raw_work, work_path, exe) = (work_fd.0, work_path.clone(), Vec::from(exe));
         on_second_frame(fd, section, move |archive| {
@@ -337,9 +355,9 @@ pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, verifier: Ver
     });
     let mut made: BTreeSet<Vec<u8>> = BTreeSet::new();
     unpack(&mut first, &work_fd, &mut made, &work_path, exe);
-    if let Some(worker) = worker {
-        worker.join();
-    }
+    drop(first);
+    // While the second thread may still be unpacking.
+    verifier.finish(fd, exe);
     // The launcher itself, as `sys.executable`: the first stub_len bytes of this very file.
     make_dirs(&work_fd, parent_of(PYTHON_EXE), &mut made, &work_path);
     copy_range(
@@ -356,8 +374,10 @@ pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, verifier: Ver
         &create(&work_fd, MANIFEST_FILE, 0o644, &work_path),
         exe,
     );
+    if let Some(worker) = worker {
+        worker.join();
+    }
     drop(work_fd);
-    verifier.finish(exe);
     sys::rename(&work_path, &dir)
         .unwrap_or_else(|e| io(b"failed to move the extraction into place at", &dir, e));
     drop(lock);
@@ -426,12 +446,7 @@ fn create(work: &sys::Fd, path: &[u8], mode: u32, work_path: &[u8]) -> sys::Fd {
 }
 
 fn copy_range(fd: &sys::Fd, offset: u64, len: u64, out: &sys::Fd, exe: &[u8]) {
-    let mut section = Section {
-        fd,
-        offset,
-        left: len,
-    };
-    section
+    Section::new(fd, offset, len)
         .for_each_chunk(|chunk| {
             if let Err(e) = sys::write_all(out.0, chunk) {
                 die_errno(
@@ -445,10 +460,16 @@ fn copy_range(fd: &sys::Fd, offset: u64, len: u64, out: &sys::Fd, exe: &[u8]) {
         .unwrap_or_else(|e| die_errno(exit::IO, b"failed to read", exe, e));
 }
 
-/// `PYSHRINK_VERIFY=1`: compares an existing extraction with the payload (whose hash the caller
-/// checks alongside, before the extraction is used), file by file, and checks it holds nothing
-/// else. A mismatch is reported; the caller re-extracts.
-pub fn tree_matches(fd: &sys::Fd, t: &Trailer, dir: &[u8], exe: &[u8]) -> bool {
+/// `PYSHRINK_VERIFY=1`: compares an existing extraction with the payload (hashing what it reads
+/// into `verifier`, which the caller finishes before the extraction is used), file by file, and
+/// checks it holds nothing else. A mismatch is reported; the caller re-extracts.
+pub fn tree_matches(
+    fd: &sys::Fd,
+    t: &Trailer,
+    dir: &[u8],
+    verifier: &mut Verifier,
+    exe: &[u8],
+) -> bool {
     let Ok(dir_fd) = sys::open(
         dir,
         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
@@ -456,7 +477,7 @@ pub fn tree_matches(fd: &sys::Fd, t: &Trailer, dir: &[u8], exe: &[u8]) -> bool {
     ) else {
         return false;
     };
-    let mut archive = payload_archive(fd, t);
+    let mut archive = payload_archive(fd, t, verifier);
     let (mut want, mut have) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
     let mut files: u64 = 2; // the manifest copy and bin/python3
     while let Some(entry) = next_entry(&mut archive, exe) {

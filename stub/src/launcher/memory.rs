@@ -273,9 +273,9 @@ pub fn run(
     // Before the second thread starts: growing the descriptor table of a process with more
     // than one thread waits for an RCU grace period (milliseconds).
     let mut zip = ZipWriter::new(stable(memfd(b"pyshrink-files.zip")));
-    let verifier = extract::Verifier::start(fd, t);
+    let mut verifier = extract::Verifier::new(t);
     let root = fd_path(&zip.fd);
-    let (mut first, second) = extract::payload_parts(fd, t, m.second_frame, exe);
+    let (mut first, second) = extract::payload_parts(fd, t, m.second_frame, &mut verifier, exe);
     // The second frame holds only files that get memory files of their own.
     let worker = second.map(|section| {
         let exe = Vec::from(exe);
@@ -324,13 +324,13 @@ pub fn run(
         }
     }
     drop(first);
+    // While the second thread may still be unpacking.
+    verifier.finish(fd, exe);
+    let zip = zip.finish();
+    let _ = sys::seal(&zip);
     if let Some(worker) = worker {
         own.extend(worker.join());
     }
-
-    let zip = zip.finish();
-    let _ = sys::seal(&zip);
-    verifier.finish(exe);
 
     let find = |path: &[u8]| -> Vec<u8> {
         match own.iter().find(|(p, _)| p == path) {

@@ -204,13 +204,13 @@ pub extern "C" fn main(
     };
     let fresh = !extract::is_complete(&dir);
     if fresh {
-        let verifier = extract::Verifier::start(&fd, &trailer);
+        let verifier = extract::Verifier::new(&trailer);
         extract::extract(&bundle, &root, &key, false, verifier);
     } else if env.get_set(b"PYSHRINK_VERIFY") == Some(b"1") {
-        // One hash serves both outcomes: it is joined before the extraction is used either way.
-        let verifier = extract::Verifier::start(&fd, &trailer);
-        if extract::tree_matches(&fd, &trailer, &dir, &exe) {
-            verifier.finish(&exe);
+        // One hash serves both outcomes: it is finished before the extraction is used either way.
+        let mut verifier = extract::Verifier::new(&trailer);
+        if extract::tree_matches(&fd, &trailer, &dir, &mut verifier, &exe) {
+            verifier.finish(&fd, &exe);
         } else {
             extract::report_mismatch(&dir);
             extract::extract(&bundle, &root, &key, true, verifier);

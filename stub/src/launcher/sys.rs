@@ -62,7 +62,79 @@ extern "C" fn thread_start<T>(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_
     core::ptr::null_mut()
 }
 
+/// CPUs as the kernel's affinity calls take them (1024 of them).
+type CpuMask = [u64; 16];
+
+fn affinity() -> Option<CpuMask> {
+    let mut mask: CpuMask = [0; 16];
+    // SAFETY: the kernel writes at most the stated size into `mask`.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getaffinity,
+            0,
+            core::mem::size_of::<CpuMask>(),
+            mask.as_mut_ptr(),
+        )
+    };
+    (n > 0).then_some(mask)
+}
+
+fn set_affinity(mask: &CpuMask) -> bool {
+    // SAFETY: `mask` is readable for the stated size.
+    unsafe {
+        libc::syscall(
+            libc::SYS_sched_setaffinity,
+            0,
+            core::mem::size_of::<CpuMask>(),
+            mask.as_ptr(),
+        ) == 0
+    }
+}
+
+fn current_cpu() -> Option<usize> {
+    let mut cpu: u32 = 0;
+    // SAFETY: getcpu writes one u32 through its first argument; the others may be null.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_getcpu,
+            &mut cpu as *mut u32,
+            core::ptr::null_mut::<u32>(),
+            core::ptr::null_mut::<u8>(),
+        )
+    };
+    (ret == 0 && (cpu as usize) < 64 * 16).then_some(cpu as usize)
+}
+
+/// Starts `job` on a thread of its own, on another CPU than the caller's when there is one.
+///
+/// Left to itself the kernel often queues a new thread on its parent's busy CPU, where it waits
+/// 1-5 ms for the parent's time slice to end or for the idle CPU to pull it over: a tenth of a
+/// cold start. A new thread inherits its parent's affinity, so the caller steps off its CPU while
+/// the thread is made (the thread then lands on another CPU), moves back, and both widen their
+/// affinity to what it was. Where the affinity cannot be read or set, or there is one CPU, the
+/// thread starts as the kernel places it.
 pub fn spawn<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Thread<T> {
+    let (Some(all), Some(cpu)) = (affinity(), current_cpu()) else {
+        return start(job);
+    };
+    let bit = 1u64 << (cpu % 64);
+    let mut here: CpuMask = [0; 16];
+    here[cpu / 64] = bit;
+    let mut others = all;
+    others[cpu / 64] &= !bit;
+    if all[cpu / 64] & bit == 0 || others == [0; 16] || !set_affinity(&others) {
+        return start(job);
+    }
+    let thread = start(move || {
+        set_affinity(&all);
+        job()
+    });
+    set_affinity(&here);
+    set_affinity(&all);
+    thread
+}
+
+fn start<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Thread<T> {
     let mut slot = alloc::boxed::Box::new(Slot {
         job: Some(alloc::boxed::Box::new(job) as Job<T>),
         out: None,
