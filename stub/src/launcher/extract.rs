@@ -38,12 +38,17 @@ pub struct Section<'a> {
 }
 
 impl<'a> Section<'a> {
-    fn new(fd: &'a sys::Fd, offset: u64, left: u64) -> Section<'a> {
+    fn new(
+        fd: &'a sys::Fd,
+        offset: u64,
+        left: u64,
+        verifier: Option<&'a mut Verifier>,
+    ) -> Section<'a> {
         Section {
             fd,
             offset,
             left,
-            verifier: None,
+            verifier,
         }
     }
 
@@ -192,8 +197,7 @@ pub fn payload_archive<'a>(
     t: &Trailer,
     verifier: &'a mut Verifier,
 ) -> ArchiveReader<Decoded<'a>> {
-    let mut section = Section::new(fd, t.payload_offset(), t.payload_len);
-    section.verifier = Some(verifier);
+    let section = Section::new(fd, t.payload_offset(), t.payload_len, Some(verifier));
     ArchiveReader::new(Decoded::new(section))
 }
 
@@ -216,8 +220,7 @@ pub fn payload_parts<'a>(
             exe,
         );
     }
-    let mut section = Section::new(fd, t.payload_offset(), second_frame);
-    section.verifier = Some(verifier);
+    let section = Section::new(fd, t.payload_offset(), second_frame, Some(verifier));
     let first = ArchiveReader::part(Decoded::new(section));
     let second = (
         t.payload_offset() + second_frame,
@@ -236,7 +239,8 @@ pub fn on_second_frame<T: Send + 'static>(
     let raw = fd.0;
     sys::spawn(move || {
         let fd = sys::Fd::borrowed(raw);
-        let mut archive = ArchiveReader::new(Decoded::new(Section::new(&fd, section.0, section.1)));
+        let mut archive =
+            ArchiveReader::new(Decoded::new(Section::new(&fd, section.0, section.1, None)));
         job(&mut archive)
     })
 }
@@ -277,9 +281,9 @@ impl Verifier {
     /// Hashes the rest of payload and manifest from `fd`; exits with the corrupt code if the hash
     /// does not match the trailer.
     pub fn finish(mut self, fd: &sys::Fd, exe: &[u8]) {
-        let mut rest = Section::new(fd, self.next, self.end - self.next);
-        rest.verifier = Some(&mut self);
-        rest.for_each_chunk(|_| {})
+        let (next, left) = (self.next, self.end - self.next);
+        Section::new(fd, next, left, Some(&mut self))
+            .for_each_chunk(|_| {})
             .unwrap_or_else(|e| die_errno(exit::IO, b"failed to read", exe, e));
         if self.hasher.finalize()[..] != self.expected[..] {
             die_format(
@@ -301,7 +305,7 @@ pub struct Bundle<'a> {
 /// Extracts the payload into `<root>/<key>`, unless another run finished it first (or, with
 /// `replace`, replacing what is there). `verifier` is finished before the extraction is renamed
 /// into place.
-pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, verifier: Verifier) {
+pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, mut verifier: Verifier) {
     let (fd, t, exe) = (b.fd, b.trailer, b.exe);
     let io = |what: &[u8], path: &[u8], e| -> ! { die_errno(exit::IO, what, path, e) };
     let root_fd = sys::open(
@@ -344,7 +348,6 @@ pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, verifier: Ver
     .unwrap_or_else(|e| io(b"failed to open", &work, e));
     let work_path = sys::join(root, &work);
 
-    let mut verifier = verifier;
     let (mut first, second) = payload_parts(fd, t, b.second_frame, &mut verifier, exe);
     let worker = second.map(|section| {
         let (raw_work, work_path, exe) = (work_fd.0, work_path.clone(), Vec::from(exe));
@@ -446,7 +449,7 @@ fn create(work: &sys::Fd, path: &[u8], mode: u32, work_path: &[u8]) -> sys::Fd {
 }
 
 fn copy_range(fd: &sys::Fd, offset: u64, len: u64, out: &sys::Fd, exe: &[u8]) {
-    Section::new(fd, offset, len)
+    Section::new(fd, offset, len, None)
         .for_each_chunk(|chunk| {
             if let Err(e) = sys::write_all(out.0, chunk) {
                 die_errno(
