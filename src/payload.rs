@@ -7,7 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use pyshrink_stub::archive::{pax_record, PAX_X86};
+use pyshrink_stub::archive::{pax_record, PAX_RELA, PAX_RELA_DATA, PAX_X86};
+use pyshrink_stub::rela::Segment;
 use pyshrink_stub::{content_hasher, Manifest, Trailer};
 use sha2::Digest;
 
@@ -45,6 +46,10 @@ struct File {
     exec: bool,
     /// The filtered range (start, length), recorded in a pax header.
     code: Option<(usize, usize)>,
+    /// The range through the relocation filter (start, length), recorded in a pax header.
+    relocations: Option<(usize, usize)>,
+    /// The segment whose relocated words are stored minus their addend.
+    words: Option<Segment>,
     /// Estimated cost of unpacking it (see [`COST_PER_MB`]).
     cost: f64,
     /// Unpacked on the launcher's second thread.
@@ -85,15 +90,28 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             .with_context(|| format!("failed to read `{}`", entry.path().display()))?;
         let exec =
             entry.metadata()?.permissions().mode() & 0o111 != 0 || data.starts_with(b"\x7fELF");
+        let relocations = relocation_tables(&data);
+        let segment = writable_segment(&data);
         let code = x86_code(&data).map(|(start, end)| {
             pyshrink_stub::x86::encode(&mut data, start, end);
             (start, end - start)
         });
+        let mut words = None;
+        if let Some((start, len)) = relocations {
+            let plain = data[start..start + len].to_vec();
+            // The words are stored minus their addend when they follow the table, in its order.
+            words = segment.filter(|s| {
+                pyshrink_stub::rela::subtract_addends(&mut data, start, &plain, s, MIN_WORDS)
+            });
+            pyshrink_stub::rela::encode(&plain, &mut data[start..start + len]);
+        }
         files.push(File {
             rel: rel.to_path_buf(),
             data,
             exec,
             code,
+            relocations,
+            words,
             cost: 0.0,
             second: false,
         });
@@ -128,8 +146,18 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             header.set_mtime(0);
             header.set_uid(0);
             header.set_gid(0);
-            if let Some((start, len)) = f.code {
-                append_pax(&mut builder, PAX_X86, &format!("{start},{len}"))?;
+            let mut records: Vec<(&str, String)> = [(PAX_X86, f.code), (PAX_RELA, f.relocations)]
+                .into_iter()
+                .filter_map(|(key, range)| {
+                    range.map(|(start, len)| (key, format!("{start},{len}")))
+                })
+                .collect();
+            if let Some(w) = f.words {
+                let value = format!("{},{},{}", w.offset, w.vaddr, w.size);
+                records.push((PAX_RELA_DATA, value));
+            }
+            if !records.is_empty() {
+                append_pax(&mut builder, &records)?;
             }
             builder
                 .append_data(&mut header, &f.rel, f.data.as_slice())
@@ -228,9 +256,74 @@ fn x86_code(data: &[u8]) -> Option<(usize, usize)> {
         .filter(|&(start, end)| end > start)
 }
 
-/// A pax extended header with one record, for the entry that follows.
-fn append_pax(builder: &mut tar::Builder<Vec<u8>>, key: &str, value: &str) -> Result<()> {
-    let record = pax_record(key, value);
+/// The relocation tables of an x86-64 ELF file (`SHT_RELA` sections, adjacent ones as one
+/// range), the longest such range: where the relocation filter pays. libpython's `.rela.dyn` and
+/// `.rela.plt` are 0.9 MB, 116 KB compressed, and about 48 KB less through the filter.
+fn relocation_tables(data: &[u8]) -> Option<(usize, usize)> {
+    use goblin::elf::header::{ELFMAG, EM_X86_64};
+    use goblin::elf::section_header::SHT_RELA;
+    use goblin::elf::Elf;
+    use pyshrink_stub::rela::{ENTRY, MAX_LEN};
+    /// Fewer entries than this are not worth a record.
+    const MIN_ENTRIES: usize = 64;
+    if !data.starts_with(ELFMAG) {
+        return None;
+    }
+    let elf = Elf::parse(data).ok()?;
+    if elf.header.e_machine != EM_X86_64 || !elf.is_64 || !elf.little_endian {
+        return None;
+    }
+    let mut tables: Vec<(usize, usize)> = elf
+        .section_headers
+        .iter()
+        .filter(|sh| sh.sh_type == SHT_RELA && sh.sh_entsize as usize == ENTRY)
+        .filter_map(|sh| {
+            let start = usize::try_from(sh.sh_offset).ok()?;
+            let end = start.checked_add(usize::try_from(sh.sh_size).ok()?)?;
+            (end <= data.len() && (end - start) % ENTRY == 0 && end > start).then_some((start, end))
+        })
+        .collect();
+    tables.sort_unstable();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (start, end) in tables {
+        match runs.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            Some(last) if start < last.1 => return None,
+            _ => runs.push((start, end)),
+        }
+    }
+    runs.into_iter()
+        .map(|(start, end)| (start, end - start))
+        .filter(|&(_, len)| len >= MIN_ENTRIES * ENTRY && len as u64 <= MAX_LEN)
+        .max_by_key(|&(_, len)| len)
+}
+
+/// Fewer relocated words than this are not worth a record.
+const MIN_WORDS: usize = 64;
+
+/// The writable loaded segment of an ELF file (the largest, if several): where the words that
+/// relocations fix are.
+fn writable_segment(data: &[u8]) -> Option<Segment> {
+    use goblin::elf::program_header::{PF_W, PT_LOAD};
+    let elf = goblin::elf::Elf::parse(data).ok()?;
+    let ph = elf
+        .program_headers
+        .iter()
+        .filter(|ph| ph.p_type == PT_LOAD && ph.p_flags & PF_W != 0)
+        .max_by_key(|ph| ph.p_filesz)?;
+    Some(Segment {
+        offset: ph.p_offset,
+        vaddr: ph.p_vaddr,
+        size: ph.p_filesz,
+    })
+}
+
+/// A pax extended header with these records, for the entry that follows.
+fn append_pax(builder: &mut tar::Builder<Vec<u8>>, records: &[(&str, String)]) -> Result<()> {
+    let record: Vec<u8> = records
+        .iter()
+        .flat_map(|(key, value)| pax_record(key, value))
+        .collect();
     let mut header = tar::Header::new_ustar();
     header.set_entry_type(tar::EntryType::XHeader);
     header.set_path("PaxHeader")?;
@@ -353,6 +446,79 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, pyshrink_stub::FormatError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn relocation_tables_are_found_and_compress_better_through_the_filter() {
+        // The test executable is a position-independent x86-64 ELF file with relocations.
+        let exe = fs::read(std::env::current_exe().unwrap()).unwrap();
+        let (start, len) = relocation_tables(&exe).expect("the test executable's .rela.dyn");
+        let elf = goblin::elf::Elf::parse(&exe).unwrap();
+        let section = |name: &str| {
+            elf.section_headers
+                .iter()
+                .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(name))
+                .map(|sh| (sh.sh_offset as usize, sh.sh_size as usize))
+        };
+        let (dyn_start, dyn_len) = section(".rela.dyn").unwrap();
+        assert_eq!(start, dyn_start);
+        // .rela.plt follows .rela.dyn and joins its range.
+        match section(".rela.plt") {
+            Some((plt_start, plt_len)) if plt_start == dyn_start + dyn_len => {
+                assert_eq!(len, dyn_len + plt_len)
+            }
+            _ => assert_eq!(len, dyn_len),
+        }
+        let plain = &exe[start..start + len];
+        let mut filtered = vec![0; len];
+        pyshrink_stub::rela::encode(plain, &mut filtered);
+        let (before, after) = (
+            compress(plain, 19).unwrap(),
+            compress(&filtered, 19).unwrap(),
+        );
+        assert!(
+            after.len() * 10 < before.len() * 9,
+            "{} -> {} bytes",
+            before.len(),
+            after.len()
+        );
+        assert_eq!(relocation_tables(b"\x7fELF not really"), None);
+    }
+
+    #[test]
+    fn filtered_elf_files_read_back_as_they_were() {
+        // The test executable has a relocation table and a writable segment of relocated words.
+        let exe = fs::read(std::env::current_exe().unwrap()).unwrap();
+        let stage = tempfile::tempdir().unwrap();
+        fs::write(stage.path().join("prog"), &exe).unwrap();
+        fs::write(stage.path().join("notes.txt"), b"not an ELF file").unwrap();
+        let a = archive(stage.path()).unwrap();
+        let tar = a.tar.as_slice();
+        for key in [PAX_X86, PAX_RELA, PAX_RELA_DATA] {
+            let record = format!(" {key}=");
+            assert!(
+                tar.windows(record.len()).any(|w| w == record.as_bytes()),
+                "no {key} record"
+            );
+        }
+        let mut reader = pyshrink_stub::ArchiveReader::new(tar);
+        let mut read = Vec::new();
+        while let Some(entry) = reader.next_entry().unwrap() {
+            let mut data = Vec::new();
+            let mut buf = vec![0u8; 5000];
+            loop {
+                let n = reader.read_data(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+            }
+            read.push((entry.path, data));
+        }
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].0, "notes.txt");
+        assert_eq!(read[1].0, "prog");
+        assert!(read[1].1 == exe, "prog differs after the filters");
+    }
+
     /// `len` bytes that compress about 2:1, starting with the ELF magic when `elf`.
     fn data(len: usize, elf: bool, seed: u32) -> Vec<u8> {
         let mut x = seed.wrapping_mul(2_654_435_761).max(1);
@@ -380,6 +546,8 @@ mod tests {
             data: data(len, elf, len as u32),
             exec: elf,
             code: None,
+            relocations: None,
+            words: None,
             cost: 0.0,
             second: false,
         }

@@ -149,6 +149,32 @@ def main():
         [("lib/libx.so", F, code, {"pax": {"PYSHRINK.x86": "4,%d" % (len(code) - 9)}})],
         fmt=tarfile.PAX_FORMAT,
     )
+    # A relocation table (through the relocation filter: offsets, infos, addends as columns) and
+    # the words it relocates, stored minus their addend.
+    n = 12
+    offsets = [8 * k for k in range(n)]
+    infos = [8 if k != 4 else (3 << 32) | 6 for k in range(n)]
+    addends = [0x4000 + 24 * k for k in range(n)]
+    deltas, prev_o, prev_a = ([], [], []), 0, 0
+    for o, i, a in zip(offsets, infos, addends):
+        deltas[0].append((o - prev_o) % 2**64)
+        prev_o = o
+        deltas[1].append(i)
+        if i == 8:
+            deltas[2].append((a - prev_a) % 2**64)
+            prev_a = a
+        else:
+            deltas[2].append(a)
+    table = b"".join(x.to_bytes(8, "little") for col in deltas for x in col)
+    words = b"".join((k % 3).to_bytes(8, "little") for k in range(n))
+    rela_file = table + words + b"end"
+    tars["seed-relocations.tar"] = tarfile_archive(
+        [("lib/librel.so", F, rela_file, {"pax": {
+            "PYSHRINK.rela": "0,%d" % len(table),
+            "PYSHRINK.rela-data": "%d,0,%d" % (len(table), len(words)),
+        }})],
+        fmt=tarfile.PAX_FORMAT,
+    )
     tars["seed-base256-size.tar"] = base256_size(tarfile_archive([("big", F, b"b" * 600, {})]))
     seeds["archive"] = tars
     seeds["extract"] = tars

@@ -7,15 +7,18 @@
 //! without a bound: names are capped, sizes are parsed with overflow checks, checksums verified.
 //! See POSIX.1-2017 `pax` "ustar Interchange Format" for the header layout.
 //!
-//! One pax record is pyshrink's own: `PYSHRINK.x86=START,LEN` says that bytes `START..START+LEN`
-//! of the file went through the [`crate::x86`] code filter; [`ArchiveReader::read_data`] undoes
-//! it, so readers get the file as it was.
+//! Three pax records are pyshrink's own. `PYSHRINK.x86=START,LEN` says that bytes
+//! `START..START+LEN` of the file went through the [`crate::x86`] code filter;
+//! `PYSHRINK.rela=START,LEN` that a range then went through the [`crate::rela`] relocation filter,
+//! and `PYSHRINK.rela-data=OFFSET,VADDR,SIZE` that the words its relocations point to in that
+//! segment are stored minus their addend. [`ArchiveReader::read_data`] undoes them, the relocation
+//! filter first, so readers get the file as it was.
 
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::{x86, FormatError};
+use crate::{rela, x86, FormatError};
 
 const BLOCK: usize = 512;
 /// Longest path accepted, from headers or long-name records (PATH_MAX).
@@ -24,6 +27,10 @@ pub const MAX_PATH: usize = 4096;
 const MAX_PAX: u64 = 64 * 1024;
 /// The pax key of a filtered range; the bundler writes it, the reader undoes the filter.
 pub const PAX_X86: &str = "PYSHRINK.x86";
+/// The pax key of a range through the relocation filter.
+pub const PAX_RELA: &str = "PYSHRINK.rela";
+/// The pax key of the segment whose relocated words are stored minus their addend.
+pub const PAX_RELA_DATA: &str = "PYSHRINK.rela-data";
 /// Bytes of a filtered file read from the source and not handed out yet, at most.
 const PENDING: usize = 32;
 /// Largest entry accepted: far past any real file, and small enough that size + padding and
@@ -62,6 +69,8 @@ pub struct ArchiveReader<S: Source> {
     src: S,
     /// Data bytes of the current entry not yet read.
     remaining: u64,
+    /// Size of the current entry's data.
+    size: u64,
     /// Padding after the current entry's data.
     padding: u64,
     done: bool,
@@ -69,6 +78,90 @@ pub struct ArchiveReader<S: Source> {
     part: bool,
     /// The code filter of the current file, when it has one.
     code: Option<Unfilter>,
+    /// The relocation filter of the current file, until its range was handed out.
+    rela: Option<Relocations>,
+}
+
+/// The relocation-filtered range of one file: where it is, then the range as stored, undone an
+/// entry at a time as it is handed out.
+struct Relocations {
+    start: u64,
+    len: u64,
+    /// The stored range, once read.
+    stored: Option<Vec<u8>>,
+    decoder: rela::Decoder,
+    /// Bytes of the range handed out.
+    given: usize,
+    /// The entry being handed out.
+    entry: [u8; rela::ENTRY],
+    /// The words to add addends back to, as they stream past after the table.
+    words: Option<Words>,
+}
+
+/// The relocated words of a [`rela::Segment`], found by walking the table a second time.
+struct Words {
+    order: rela::WordOrder,
+    decoder: rela::Decoder,
+    /// Entries of the table looked at.
+    seen: usize,
+    /// The next word: its file position and addend; `None` once no entry is left.
+    next: Option<(u64, u64)>,
+    /// Bytes of the next word done, and the carry out of the last of them.
+    done: u32,
+    carry: u16,
+}
+
+impl Words {
+    /// Moves to the next entry with a word in the segment.
+    fn advance(&mut self, stored: &[u8]) {
+        let entries = stored.len() / rela::ENTRY;
+        while self.seen < entries {
+            let entry = self.decoder.entry(stored, self.seen);
+            self.seen += 1;
+            if let Some(next) = self.order.take(&entry) {
+                self.next = Some(next);
+                self.done = 0;
+                self.carry = 0;
+                return;
+            }
+        }
+        self.next = None;
+    }
+
+    /// Adds the addends back to the words in `chunk`, the file's bytes from `pos` (the order
+    /// takes no word that starts before the table's end or a word already done).
+    fn add(&mut self, stored: &[u8], pos: u64, chunk: &mut [u8]) {
+        let end = pos + chunk.len() as u64;
+        while let Some((word, addend)) = self.next {
+            let at = word + u64::from(self.done);
+            if at >= end {
+                break;
+            }
+            let i = (at - pos) as usize;
+            if self.done == 0 && i + 8 <= chunk.len() {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&chunk[i..i + 8]);
+                let sum = u64::from_le_bytes(w).wrapping_add(addend);
+                chunk[i..i + 8].copy_from_slice(&sum.to_le_bytes());
+            } else {
+                // A word across two reads: byte by byte, low byte first, with the carry.
+                let mut i = i;
+                while self.done < 8 && i < chunk.len() {
+                    let sum = u16::from(chunk[i])
+                        + ((addend >> (8 * self.done)) & 0xff) as u16
+                        + self.carry;
+                    chunk[i] = sum as u8;
+                    self.carry = sum >> 8;
+                    self.done += 1;
+                    i += 1;
+                }
+                if self.done < 8 {
+                    break;
+                }
+            }
+            self.advance(stored);
+        }
+    }
 }
 
 /// Undoes the code filter of one file as its bytes are read.
@@ -91,10 +184,12 @@ impl<S: Source> ArchiveReader<S> {
         ArchiveReader {
             src,
             remaining: 0,
+            size: 0,
             padding: 0,
             done: false,
             part: false,
             code: None,
+            rela: None,
         }
     }
 
@@ -152,8 +247,11 @@ impl<S: Source> ArchiveReader<S> {
         self.remaining = 0;
         self.padding = 0;
         self.code = None;
+        self.rela = None;
         let mut long_name: Option<String> = None;
         let mut code: Option<(u64, u64)> = None;
+        let mut relocations: Option<(u64, u64)> = None;
+        let mut words: Option<[u64; 3]> = None;
         loop {
             let mut h = [0u8; BLOCK];
             let first = self.src.read(&mut h)?;
@@ -181,6 +279,10 @@ impl<S: Source> ArchiveReader<S> {
                             long_name = Some(text(value.into())?);
                         } else if key == PAX_X86 {
                             code = Some(parse_range(value)?);
+                        } else if key == PAX_RELA {
+                            relocations = Some(parse_range(value)?);
+                        } else if key == PAX_RELA_DATA {
+                            words = Some(parse_numbers(value)?);
                         } else if key.starts_with("PYSHRINK.") {
                             return Err(corrupt("archive has a pax record of a newer pyshrink"));
                         }
@@ -197,7 +299,7 @@ impl<S: Source> ArchiveReader<S> {
                     let path = String::from(raw.trim_end_matches('/'));
                     check_path(&path)?;
                     let kind = match kind {
-                        b'5' if code.is_some() => {
+                        b'5' if code.is_some() || relocations.is_some() || words.is_some() => {
                             return Err(corrupt("archive has a code filter on a directory"))
                         }
                         b'5' => {
@@ -206,7 +308,57 @@ impl<S: Source> ArchiveReader<S> {
                         }
                         _ => {
                             self.remaining = size;
+                            self.size = size;
                             self.padding = pad(size);
+                            if words.is_some() && relocations.is_none() {
+                                return Err(corrupt("archive has relocated words without a table"));
+                            }
+                            if let Some((start, len)) = relocations {
+                                if start.checked_add(len).is_none_or(|end| end > size)
+                                    || len == 0
+                                    || len % rela::ENTRY as u64 != 0
+                                    || len > rela::MAX_LEN
+                                {
+                                    return Err(corrupt(
+                                        "bad relocation filter range in the archive",
+                                    ));
+                                }
+                                let words = match words {
+                                    Some([offset, vaddr, segment_size]) => {
+                                        if offset
+                                            .checked_add(segment_size)
+                                            .is_none_or(|end| end > size)
+                                        {
+                                            return Err(corrupt(
+                                                "archive relocated words range past the file",
+                                            ));
+                                        }
+                                        let segment = rela::Segment {
+                                            offset,
+                                            vaddr,
+                                            size: segment_size,
+                                        };
+                                        Some(Words {
+                                            order: rela::WordOrder::new(segment, start + len),
+                                            decoder: rela::Decoder::default(),
+                                            seen: 0,
+                                            next: None,
+                                            done: 0,
+                                            carry: 0,
+                                        })
+                                    }
+                                    None => None,
+                                };
+                                self.rela = Some(Relocations {
+                                    start,
+                                    len,
+                                    stored: None,
+                                    decoder: rela::Decoder::default(),
+                                    given: 0,
+                                    entry: [0; rela::ENTRY],
+                                    words,
+                                });
+                            }
                             if let Some((start, len)) = code {
                                 if start.checked_add(len).is_none_or(|end| end > size) {
                                     return Err(corrupt("archive code filter range past the file"));
@@ -239,7 +391,7 @@ impl<S: Source> ArchiveReader<S> {
     /// Reads the current file's data; `Ok(0)` once all of it was read.
     pub fn read_data(&mut self, buf: &mut [u8]) -> Result<usize, FormatError> {
         if self.code.is_none() {
-            return self.read_raw(buf);
+            return self.read_plain(buf);
         }
         if buf.len() >= PENDING {
             return self.read_code(buf, usize::MAX);
@@ -268,13 +420,14 @@ impl<S: Source> ArchiveReader<S> {
                 return Ok(k);
             }
             code.len = 0;
-            let got = self.read_raw(&mut out[held..])?;
+            let got = self.read_plain(&mut out[held..])?;
             let n = held + got;
             if n == 0 {
                 return Ok(0);
             }
+            let last = self.remaining == 0 && self.rela.is_none();
             let code = self.code.as_mut().expect("only for a filtered file");
-            let decided = code.filter.run(&mut out[..n], code.at, self.remaining == 0);
+            let decided = code.filter.run(&mut out[..n], code.at, last);
             let k = decided.min(give);
             code.pending[..n - k].copy_from_slice(&out[k..n]);
             code.len = n - k;
@@ -283,6 +436,67 @@ impl<S: Source> ArchiveReader<S> {
                 return Ok(k);
             }
         }
+    }
+
+    /// The file's bytes with the relocation filter undone: the range is read whole, undone, then
+    /// handed out.
+    fn read_plain(&mut self, buf: &mut [u8]) -> Result<usize, FormatError> {
+        let Some(r) = self.rela.as_mut() else {
+            return self.read_raw(buf);
+        };
+        if let Some(stored) = &r.stored {
+            if r.given == stored.len() {
+                // Past the table: the relocated words, until the last of them.
+                let pos = self.size - self.remaining;
+                let n = self.read_raw(buf)?;
+                let r = self.rela.as_mut().expect("checked above");
+                let (Some(stored), Some(words)) = (&r.stored, r.words.as_mut()) else {
+                    unreachable!("only with words and the table read")
+                };
+                words.add(stored, pos, &mut buf[..n]);
+                if words.next.is_none() {
+                    self.rela = None;
+                }
+                return Ok(n);
+            }
+            let mut n = 0;
+            while n < buf.len() && r.given < stored.len() {
+                let within = r.given % rela::ENTRY;
+                if within == 0 {
+                    r.entry = r.decoder.entry(stored, r.given / rela::ENTRY);
+                }
+                let k = (rela::ENTRY - within).min(buf.len() - n);
+                buf[n..n + k].copy_from_slice(&r.entry[within..within + k]);
+                n += k;
+                r.given += k;
+            }
+            if r.given == stored.len() {
+                match r.words.as_mut() {
+                    Some(words) => {
+                        words.advance(stored);
+                        if words.next.is_none() {
+                            self.rela = None;
+                        }
+                    }
+                    None => self.rela = None,
+                }
+            }
+            return Ok(n);
+        }
+        let pos = self.size - self.remaining;
+        if pos < r.start {
+            let before = (buf.len() as u64).min(r.start - pos) as usize;
+            return self.read_raw(&mut buf[..before]);
+        }
+        let mut stored = vec![0u8; r.len as usize];
+        let mut got = 0;
+        while got < stored.len() {
+            got += self.read_raw(&mut stored[got..])?;
+        }
+        if let Some(r) = self.rela.as_mut() {
+            r.stored = Some(stored);
+        }
+        self.read_plain(buf)
     }
 
     fn read_raw(&mut self, buf: &mut [u8]) -> Result<usize, FormatError> {
@@ -313,15 +527,27 @@ pub fn pax_record(key: &str, value: &str) -> Vec<u8> {
 
 /// `START,LEN` in decimal.
 fn parse_range(value: &[u8]) -> Result<(u64, u64), FormatError> {
-    let bad = || corrupt("bad code filter range in the archive");
+    let [start, len] = parse_numbers(value)?;
+    Ok((start, len))
+}
+
+/// `N` decimal numbers separated by commas.
+fn parse_numbers<const N: usize>(value: &[u8]) -> Result<[u64; N], FormatError> {
+    let bad = || corrupt("bad filter range in the archive");
     let text = core::str::from_utf8(value).map_err(|_| bad())?;
-    let (start, len) = text.split_once(',').ok_or_else(bad)?;
-    let num = |s: &str| {
-        s.parse::<u64>()
-            .ok()
-            .filter(|_| s.bytes().all(|b| b.is_ascii_digit()))
-    };
-    Ok((num(start).ok_or_else(bad)?, num(len).ok_or_else(bad)?))
+    let mut parts = text.split(',');
+    let mut out = [0u64; N];
+    for slot in &mut out {
+        let s = parts.next().ok_or_else(bad)?;
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        *slot = s.parse::<u64>().map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(out)
 }
 
 fn pad(size: u64) -> u64 {
@@ -570,6 +796,256 @@ mod tests {
         assert_eq!(data, original);
     }
 
+    /// Reads one filtered file of `bytes` in reads of `chunk` bytes.
+    fn read_file(bytes: &[u8], chunk: usize) -> Vec<u8> {
+        let mut r = ArchiveReader::new(bytes);
+        r.next_entry().unwrap().unwrap();
+        let mut buf = vec![0u8; chunk];
+        let mut data = Vec::new();
+        loop {
+            let n = r.read_data(&mut buf).unwrap();
+            if n == 0 {
+                return data;
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn undoes_the_relocation_filter_then_the_code_filter() {
+        let mut table = Vec::new();
+        for k in 0..40u64 {
+            table.extend_from_slice(&(0x4000 + 8 * k).to_le_bytes());
+            table.extend_from_slice(&8u64.to_le_bytes());
+            table.extend_from_slice(&(0x9000 + 16 * k).to_le_bytes());
+        }
+        let code = some_code();
+        // Table then code, code then table (the table ends the file), and the code range
+        // covering the table as well.
+        let layouts: [(Vec<u8>, usize, (usize, usize)); 3] = [
+            (
+                [&b"head"[..], &table, &code, b"end"].concat(),
+                4,
+                (4 + table.len(), code.len()),
+            ),
+            ([&code[..], &table].concat(), code.len(), (0, code.len())),
+            (
+                [&code[..], &table, &code].concat(),
+                code.len(),
+                (0, 2 * code.len() + table.len()),
+            ),
+        ];
+        for (original, at, (start, len)) in layouts {
+            let mut filtered = original.clone();
+            crate::x86::encode(&mut filtered, start, start + len);
+            let plain = filtered[at..at + table.len()].to_vec();
+            crate::rela::encode(&plain, &mut filtered[at..at + table.len()]);
+            let mut record = pax(PAX_X86, &format!("{start},{len}"));
+            record.extend(pax(PAX_RELA, &format!("{at},{}", table.len())));
+            let bytes = archive(&[
+                (
+                    header(b"PaxHeaders/lib.so", b'x', record.len() as u64, b""),
+                    &record,
+                ),
+                (
+                    header(b"lib.so", b'0', filtered.len() as u64, b""),
+                    &filtered,
+                ),
+                (header(b"after", b'0', 5, b""), b"plain"),
+            ]);
+            let all = read_all(&bytes).unwrap();
+            assert_eq!(all[0].1, original);
+            assert_eq!(all[1].1, b"plain");
+            for chunk in [1, 24, 4096] {
+                assert_eq!(read_file(&bytes, chunk), original, "reads of {chunk}");
+            }
+        }
+    }
+
+    /// A relocation table of `RELATIVE` entries (and one `GLOB_DAT`) for words at `vaddr`, every
+    /// 16 bytes, with addends that make some subtractions borrow.
+    fn relative_table(vaddr: u64, words: u64) -> Vec<u8> {
+        let mut table = Vec::new();
+        for k in 0..words {
+            let (info, addend) = if k == 5 {
+                ((7u64 << 32) | 6, 0)
+            } else {
+                (8, 0x7000_0000 + 40 * k + (k % 3) * 0xff)
+            };
+            table.extend_from_slice(&(vaddr + 16 * k).to_le_bytes());
+            table.extend_from_slice(&info.to_le_bytes());
+            table.extend_from_slice(&addend.to_le_bytes());
+        }
+        table
+    }
+
+    /// One file of `data` with these pax records, then another file.
+    fn with_records(records: &[(&str, String)], data: &[u8]) -> Vec<u8> {
+        let record: Vec<u8> = records.iter().flat_map(|(k, v)| pax(k, v)).collect();
+        archive(&[
+            (
+                header(b"PaxHeaders/lib.so", b'x', record.len() as u64, b""),
+                &record,
+            ),
+            (header(b"lib.so", b'0', data.len() as u64, b""), data),
+            (header(b"after", b'0', 5, b""), b"plain"),
+        ])
+    }
+
+    #[test]
+    fn adds_the_addends_back_to_the_relocated_words() {
+        let words = 40u64;
+        let vaddr = 0x10000;
+        let table = relative_table(vaddr, words);
+        let table_start = 8;
+        // The segment starts at an odd offset, so words straddle reads of 7 and 24 bytes.
+        let offset = (table_start + table.len() + 5) as u64;
+        let size = 16 * words + 8;
+        let mut original = vec![0xAB; table_start];
+        original.extend_from_slice(&table);
+        original.extend_from_slice(&[1, 2, 3, 4, 5]);
+        for k in 0..words {
+            // The word is its addend (stored as 0), the addend plus one, or below it (a borrow).
+            let addend = 0x7000_0000 + 40 * k + (k % 3) * 0xff;
+            let word = match k % 3 {
+                0 => addend,
+                1 => addend + 1,
+                _ => addend - 0x1234,
+            };
+            original.extend_from_slice(&word.to_le_bytes());
+            original.extend_from_slice(&(k * 0x0101_0101).to_le_bytes());
+        }
+        original.extend_from_slice(b"tail-after-the-segment");
+        let segment = rela::Segment {
+            offset,
+            vaddr,
+            size,
+        };
+        let mut filtered = original.clone();
+        assert!(rela::subtract_addends(
+            &mut filtered,
+            table_start,
+            &table,
+            &segment,
+            words as usize - 1
+        ));
+        // The first word was its addend: it is stored as zero.
+        assert_eq!(filtered[offset as usize..offset as usize + 8], [0; 8]);
+        let range = table_start..table_start + table.len();
+        rela::encode(&table, &mut filtered[range]);
+        let bytes = with_records(
+            &[
+                (PAX_RELA, format!("{table_start},{}", table.len())),
+                (PAX_RELA_DATA, format!("{offset},{vaddr},{size}")),
+            ],
+            &filtered,
+        );
+        let all = read_all(&bytes).unwrap();
+        assert_eq!(all[0].1, original);
+        assert_eq!(all[1].1, b"plain");
+        for chunk in [1, 24, 4096] {
+            assert_eq!(read_file(&bytes, chunk), original, "reads of {chunk}");
+        }
+        // Without the words record the words stay as stored: the record is what restores them.
+        let bytes = with_records(
+            &[(PAX_RELA, format!("{table_start},{}", table.len()))],
+            &filtered,
+        );
+        assert_ne!(read_all(&bytes).unwrap()[0].1, original);
+    }
+
+    #[test]
+    fn words_out_of_order_stay_as_they_are_on_both_sides() {
+        // Entry 4's word goes back to the first word, entry 6's into the table: neither is
+        // taken, the others are. Read back, the file is as it was, however it is read.
+        let words = 8u64;
+        let mut table = relative_table(0x10000, words);
+        table[4 * 24..4 * 24 + 8].copy_from_slice(&0x10000u64.to_le_bytes());
+        table[6 * 24..6 * 24 + 8].copy_from_slice(&0xF000u64.to_le_bytes());
+        let table_start = 8;
+        let offset = table_start + table.len();
+        let mut original = b"12345678".to_vec();
+        original.extend_from_slice(&table);
+        original.extend((0..256u32).map(|i| (i * 7) as u8));
+        let segment = rela::Segment {
+            offset: offset as u64,
+            vaddr: 0x10000,
+            size: 256,
+        };
+        let segment_below = rela::Segment {
+            offset: 0,
+            vaddr: 0xF000,
+            size: 0x1000,
+        };
+        let mut order = rela::WordOrder::new(segment, offset as u64);
+        let taken: Vec<u64> = table
+            .chunks_exact(rela::ENTRY)
+            .filter_map(|e| order.take(e.try_into().unwrap()))
+            .map(|(at, _)| at - offset as u64)
+            .collect();
+        assert_eq!(taken, [0, 16, 32, 48, 112]);
+        assert_eq!(
+            rela::WordOrder::new(segment_below, offset as u64)
+                .take(table[144..168].try_into().unwrap()),
+            None
+        );
+        let mut filtered = original.clone();
+        assert!(rela::subtract_addends(
+            &mut filtered,
+            table_start,
+            &table,
+            &segment,
+            5
+        ));
+        rela::encode(&table, &mut filtered[table_start..offset]);
+        let bytes = with_records(
+            &[
+                (PAX_RELA, format!("{table_start},{}", table.len())),
+                (PAX_RELA_DATA, format!("{offset},65536,256")),
+            ],
+            &filtered,
+        );
+        for chunk in [1, 7, 4096] {
+            assert_eq!(read_file(&bytes, chunk), original, "reads of {chunk}");
+        }
+    }
+
+    #[test]
+    fn bad_relocated_words_records_are_corrupt() {
+        let table = relative_table(0x10000, 8);
+        let mut stored = vec![0; table.len()];
+        rela::encode(&table, &mut stored);
+        let mut data = stored.clone();
+        data.extend_from_slice(&[0; 256]);
+        let len = table.len();
+        for (records, why) in [
+            (
+                vec![(PAX_RELA_DATA, format!("{len},65536,136"))],
+                "words without a table",
+            ),
+            (
+                vec![
+                    (PAX_RELA, format!("0,{len}")),
+                    (PAX_RELA_DATA, format!("{len},65536,4096")),
+                ],
+                "words range past the file",
+            ),
+            (
+                vec![
+                    (PAX_RELA, format!("0,{len}")),
+                    (PAX_RELA_DATA, format!("{len},65536")),
+                ],
+                "two numbers",
+            ),
+        ] {
+            let bytes = with_records(&records, &data);
+            assert!(
+                matches!(read_all(&bytes), Err(FormatError::Corrupt(_))),
+                "{why}"
+            );
+        }
+    }
+
     #[test]
     fn bad_code_filter_records_are_corrupt() {
         for (key, value) in [
@@ -577,6 +1053,9 @@ mod tests {
             (PAX_X86, "18446744073709551615,2"),
             (PAX_X86, "1;2"),
             (PAX_X86, "+1,2"),
+            (PAX_RELA, "0,0"),
+            (PAX_RELA, "0,7"),
+            (PAX_RELA, "0,48"),
             ("PYSHRINK.arm64", "0,4"),
         ] {
             let record = pax(key, value);

@@ -14,7 +14,8 @@
 //! subset of tar the payload uses. The payload is one tar stream; when the manifest names a
 //! `second_frame`, its compressed bytes are two zstd frames split at an entry boundary, which the
 //! launcher unpacks on two threads. The machine code of x86-64 ELF files is stored through the
-//! [`x86`] filter, which a pax record announces and the archive reader undoes.
+//! [`x86`] filter and their relocation tables through the [`rela`] filter, which pax records
+//! announce and the archive reader undoes.
 
 #![cfg_attr(not(test), no_std)]
 
@@ -22,6 +23,7 @@ extern crate alloc;
 
 pub mod archive;
 pub mod manifest;
+pub mod rela;
 pub mod trailer;
 pub mod x86;
 pub mod zip;
