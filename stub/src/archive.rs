@@ -462,6 +462,17 @@ impl<S: Source> ArchiveReader<S> {
             let mut n = 0;
             while n < buf.len() && r.given < stored.len() {
                 let within = r.given % rela::ENTRY;
+                let whole =
+                    ((buf.len() - n) / rela::ENTRY).min((stored.len() - r.given) / rela::ENTRY);
+                if within == 0 && whole > 0 {
+                    // Whole entries straight into the reader's buffer.
+                    let len = whole * rela::ENTRY;
+                    let first = r.given / rela::ENTRY;
+                    r.decoder.entries(stored, first, &mut buf[n..n + len]);
+                    n += len;
+                    r.given += len;
+                    continue;
+                }
                 if within == 0 {
                     r.entry = r.decoder.entry(stored, r.given / rela::ENTRY);
                 }

@@ -158,20 +158,39 @@ impl Decoder {
     /// Entry `k` of the table that `encode` turned into `stored`; entries must be asked for in
     /// order, from the first.
     pub fn entry(&mut self, stored: &[u8], k: usize) -> [u8; ENTRY] {
-        let n = stored.len() / ENTRY;
-        self.offset = self.offset.wrapping_add(word(stored, 8 * k));
-        let info = word(stored, 8 * (n + k));
-        let mut a = word(stored, 8 * (2 * n + k));
-        if info as u32 as u64 == RELATIVE {
-            a = a.wrapping_add(self.addend);
-            self.addend = a;
-        }
         let mut out = [0u8; ENTRY];
-        put(&mut out, 0, self.offset);
-        put(&mut out, 8, info);
-        put(&mut out, 16, a);
+        self.entries(stored, k, &mut out);
         out
     }
+
+    /// Entries `first..` of the table that `encode` turned into `stored`, as many as fill `out`
+    /// (a multiple of [`ENTRY`] bytes); entries must be asked for in order, from the first.
+    pub fn entries(&mut self, stored: &[u8], first: usize, out: &mut [u8]) {
+        let n = stored.len() / ENTRY;
+        let count = out.len() / ENTRY;
+        let (offsets, rest) = stored.split_at(8 * n);
+        let (infos, addends) = rest.split_at(8 * n);
+        let column = |c| column(c, first, count);
+        let words = column(offsets).zip(column(infos)).zip(column(addends));
+        for (((o, i), a), e) in words.zip(out.chunks_exact_mut(ENTRY)) {
+            let value = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            self.offset = self.offset.wrapping_add(value(o));
+            let info = value(i);
+            let mut addend = value(a);
+            if info as u32 as u64 == RELATIVE {
+                addend = addend.wrapping_add(self.addend);
+                self.addend = addend;
+            }
+            e[..8].copy_from_slice(&self.offset.to_le_bytes());
+            e[8..16].copy_from_slice(&info.to_le_bytes());
+            e[16..].copy_from_slice(&addend.to_le_bytes());
+        }
+    }
+}
+
+/// Words `first..first + count` of one column of a stored table.
+fn column(c: &[u8], first: usize, count: usize) -> core::slice::ChunksExact<'_, u8> {
+    c[8 * first..8 * (first + count)].chunks_exact(8)
 }
 
 /// Writes the table that `encode` turned into `stored` back to `out`.
@@ -179,10 +198,7 @@ impl Decoder {
 /// Panics unless both have the same length, a multiple of [`ENTRY`].
 pub fn decode(stored: &[u8], out: &mut [u8]) {
     assert!(stored.len() == out.len() && stored.len().is_multiple_of(ENTRY));
-    let mut d = Decoder::default();
-    for (k, e) in out.chunks_exact_mut(ENTRY).enumerate() {
-        e.copy_from_slice(&d.entry(stored, k));
-    }
+    Decoder::default().entries(stored, 0, out);
 }
 
 #[cfg(test)]
