@@ -771,42 +771,6 @@ mod tests {
         code
     }
 
-    #[test]
-    fn undoes_the_code_filter_for_small_and_large_reads() {
-        let original = some_code();
-        let mut filtered = original.clone();
-        crate::x86::encode(&mut filtered, 10, original.len() - 3);
-        assert_ne!(filtered, original);
-        let record = pax(PAX_X86, &format!("10,{}", original.len() - 13));
-        let bytes = archive(&[
-            (
-                header(b"PaxHeaders/lib.so", b'x', record.len() as u64, b""),
-                &record,
-            ),
-            (
-                header(b"lib.so", b'0', filtered.len() as u64, b""),
-                &filtered,
-            ),
-            (header(b"after", b'0', 5, b""), b"plain"),
-        ]);
-        // read_all reads 7 bytes at a time.
-        let small = read_all(&bytes).unwrap();
-        assert_eq!(small[0].1, original);
-        assert_eq!(small[1].1, b"plain");
-        let mut r = ArchiveReader::new(bytes.as_slice());
-        r.next_entry().unwrap().unwrap();
-        let mut big = vec![0u8; 4096];
-        let mut data = Vec::new();
-        loop {
-            let n = r.read_data(&mut big).unwrap();
-            if n == 0 {
-                break;
-            }
-            data.extend_from_slice(&big[..n]);
-        }
-        assert_eq!(data, original);
-    }
-
     /// Reads one filtered file of `bytes` in reads of `chunk` bytes.
     fn read_file(bytes: &[u8], chunk: usize) -> Vec<u8> {
         let mut r = ArchiveReader::new(bytes);
@@ -820,6 +784,21 @@ mod tests {
             }
             data.extend_from_slice(&buf[..n]);
         }
+    }
+
+    #[test]
+    fn undoes_the_code_filter_for_small_and_large_reads() {
+        let original = some_code();
+        let mut filtered = original.clone();
+        crate::x86::encode(&mut filtered, 10, original.len() - 3);
+        assert_ne!(filtered, original);
+        let range = format!("10,{}", original.len() - 13);
+        let bytes = with_records(&[(PAX_X86, range)], &filtered);
+        // read_all reads 7 bytes at a time.
+        let small = read_all(&bytes).unwrap();
+        assert_eq!(small[0].1, original);
+        assert_eq!(small[1].1, b"plain");
+        assert_eq!(read_file(&bytes, 4096), original);
     }
 
     #[test]
@@ -851,19 +830,11 @@ mod tests {
             crate::x86::encode(&mut filtered, start, start + len);
             let plain = filtered[at..at + table.len()].to_vec();
             crate::rela::encode(&plain, &mut filtered[at..at + table.len()]);
-            let mut record = pax(PAX_X86, &format!("{start},{len}"));
-            record.extend(pax(PAX_RELA, &format!("{at},{}", table.len())));
-            let bytes = archive(&[
-                (
-                    header(b"PaxHeaders/lib.so", b'x', record.len() as u64, b""),
-                    &record,
-                ),
-                (
-                    header(b"lib.so", b'0', filtered.len() as u64, b""),
-                    &filtered,
-                ),
-                (header(b"after", b'0', 5, b""), b"plain"),
-            ]);
+            let records = [
+                (PAX_X86, format!("{start},{len}")),
+                (PAX_RELA, format!("{at},{}", table.len())),
+            ];
+            let bytes = with_records(&records, &filtered);
             let all = read_all(&bytes).unwrap();
             assert_eq!(all[0].1, original);
             assert_eq!(all[1].1, b"plain");
@@ -903,6 +874,27 @@ mod tests {
         ])
     }
 
+    /// `original` as the bundler stores it: the words of `segment` minus their addend (at least
+    /// `min` of them), then the table at `table_start` through the relocation filter.
+    fn stored(
+        original: &[u8],
+        table_start: usize,
+        table: &[u8],
+        segment: &rela::Segment,
+        min: usize,
+    ) -> Vec<u8> {
+        let mut data = original.to_vec();
+        assert!(rela::subtract_addends(
+            &mut data,
+            table_start,
+            table,
+            segment,
+            min
+        ));
+        rela::encode(table, &mut data[table_start..table_start + table.len()]);
+        data
+    }
+
     #[test]
     fn adds_the_addends_back_to_the_relocated_words() {
         let words = 40u64;
@@ -932,18 +924,9 @@ mod tests {
             vaddr,
             size,
         };
-        let mut filtered = original.clone();
-        assert!(rela::subtract_addends(
-            &mut filtered,
-            table_start,
-            &table,
-            &segment,
-            words as usize - 1
-        ));
+        let filtered = stored(&original, table_start, &table, &segment, words as usize - 1);
         // The first word was its addend: it is stored as zero.
         assert_eq!(filtered[offset as usize..offset as usize + 8], [0; 8]);
-        let range = table_start..table_start + table.len();
-        rela::encode(&table, &mut filtered[range]);
         let bytes = with_records(
             &[
                 (PAX_RELA, format!("{table_start},{}", table.len())),
@@ -1000,15 +983,7 @@ mod tests {
                 .take(table[144..168].try_into().unwrap()),
             None
         );
-        let mut filtered = original.clone();
-        assert!(rela::subtract_addends(
-            &mut filtered,
-            table_start,
-            &table,
-            &segment,
-            5
-        ));
-        rela::encode(&table, &mut filtered[table_start..offset]);
+        let filtered = stored(&original, table_start, &table, &segment, 5);
         let bytes = with_records(
             &[
                 (PAX_RELA, format!("{table_start},{}", table.len())),
