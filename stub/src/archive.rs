@@ -300,7 +300,7 @@ impl<S: Source> ArchiveReader<S> {
                     check_path(&path)?;
                     let kind = match kind {
                         b'5' if code.is_some() || relocations.is_some() || words.is_some() => {
-                            return Err(corrupt("archive has a code filter on a directory"))
+                            return Err(corrupt("archive has a filter record on a directory"))
                         }
                         b'5' => {
                             self.skip(size + pad(size))?;

@@ -24,7 +24,7 @@
 
 /// Bytes of one `Elf64_Rela`.
 pub const ENTRY: usize = 24;
-/// Largest range filtered: the reader holds the range twice while it undoes the filter.
+/// Largest range filtered: the reader holds the whole range while it hands it out.
 pub const MAX_LEN: u64 = 16 << 20;
 /// `R_X86_64_RELATIVE`, in the low 32 bits of an entry's info.
 const RELATIVE: u64 = 8;
@@ -173,10 +173,9 @@ impl Decoder {
         let column = |c| column(c, first, count);
         let words = column(offsets).zip(column(infos)).zip(column(addends));
         for (((o, i), a), e) in words.zip(out.chunks_exact_mut(ENTRY)) {
-            let value = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("8 bytes"));
-            self.offset = self.offset.wrapping_add(value(o));
-            let info = value(i);
-            let mut addend = value(a);
+            self.offset = self.offset.wrapping_add(word(o, 0));
+            let info = word(i, 0);
+            let mut addend = word(a, 0);
             if info as u32 as u64 == RELATIVE {
                 addend = addend.wrapping_add(self.addend);
                 self.addend = addend;
@@ -193,17 +192,15 @@ fn column(c: &[u8], first: usize, count: usize) -> core::slice::ChunksExact<'_, 
     c[8 * first..8 * (first + count)].chunks_exact(8)
 }
 
-/// Writes the table that `encode` turned into `stored` back to `out`.
-///
-/// Panics unless both have the same length, a multiple of [`ENTRY`].
-pub fn decode(stored: &[u8], out: &mut [u8]) {
-    assert!(stored.len() == out.len() && stored.len().is_multiple_of(ENTRY));
-    Decoder::default().entries(stored, 0, out);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table that `encode` turned into `stored`, written back to `out`.
+    fn decode(stored: &[u8], out: &mut [u8]) {
+        assert!(stored.len() == out.len() && stored.len().is_multiple_of(ENTRY));
+        Decoder::default().entries(stored, 0, out);
+    }
 
     fn table(entries: &[(u64, u64, u64)]) -> Vec<u8> {
         let mut t = Vec::new();
