@@ -451,3 +451,37 @@ fn stdlib_zip_modules_load_as_zipimport_loads_them() {
         }
     }
 }
+
+/// Literal regular expressions come from the table the bundler compiled with the same interpreter:
+/// what the app sees of them (flags, groups, matches, warnings) is what `python3 app.py` shows,
+/// and each table entry equals the interpreter's own compile of it, in both runtimes.
+#[test]
+fn literal_regexes_are_compiled_ahead_and_equal_the_interpreters_own() {
+    let app = repo().join("tests/fixtures/regex_table/app.py");
+    for (name, python) in interpreters() {
+        eprintln!("regex table with {name}");
+        let direct = std::process::Command::new(python)
+            .arg("-B")
+            .arg(&app)
+            .output()
+            .unwrap();
+        assert_code(&direct, 0, &format!("{name}, python3 app.py"));
+        let expected = format!(
+            "{}from the table: data date digits word\n\
+             table entries equal to the compiler's own: True, built without parsing: True \
+             (over 5)\n",
+            stdout(&direct)
+        );
+        assert!(
+            stdout(&direct).contains("warnings [('FutureWarning', 'Possible nested set"),
+            "{name}: {}",
+            stdout(&direct)
+        );
+        let root = Root::new(&bundle(&[app.to_str().unwrap()], python));
+        for (runtime, writable) in [("disk", true), ("memory", false)] {
+            let o = root.command(writable, &[], &[]).output().unwrap();
+            assert_code(&o, 0, &format!("{name}, {runtime}"));
+            assert_eq!(stdout(&o), expected, "{name}, {runtime}");
+        }
+    }
+}

@@ -280,6 +280,8 @@ pub fn build_plan(python: &Path, req: &BuildRequest) -> Result<Plan> {
             {
                 "source": ZIPIMPORT_FAST,
                 "dest": format!("{{stdlib}}/{}.pyc", pyshrink_stub::ZIPIMPORT_MODULE),
+                // With the patterns compiled ahead appended (`REGEX_TABLE`).
+                "regex_table": true,
             },
         ],
     });

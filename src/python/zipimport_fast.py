@@ -13,6 +13,14 @@
 # whole directory through zipfile: 2 to 4 ms for the stdlib zip, on every `version()` or
 # `entry_points()` call that starts a search. The bundler puts only `.pyc` files in that zip, never
 # a `.dist-info`, so PathFinder leaves it out of the search; other zips are searched as before.
+#
+# `re` parses and compiles each pattern in Python the first time a process uses it. The bundler
+# compiled the literal patterns it found in the bundled code with this same interpreter and
+# appended `REGEX_TABLE` here: marshal of {(pattern, flags): the other arguments its compiler passed
+# to `_sre.compile`}. When `re`'s compiler module is loaded from the zip, its `compile` is wrapped
+# to build those patterns from the table (the same Pattern objects, `==` to a fresh compile); any
+# other pattern, flags or pattern type goes to the compiler itself. Patterns that warn or fail are
+# not in the table, so their warnings and errors come as before.
 
 import marshal
 import os
@@ -25,6 +33,9 @@ _LOCAL_HEADER = b"PK\x03\x04"
 # Flags word of a .pyc: timestamp-based, unchecked hash, checked hash. With no source in the zip
 # zipimporter loads all three without checking anything more.
 _PYC_FLAGS = (b"\0\0\0\0", b"\1\0\0\0", b"\3\0\0\0")
+# Replaced by the bundler's table, appended at the end of this module.
+REGEX_TABLE = None
+_REGEX_COMPILER = "re._compiler" if sys.version_info >= (3, 11) else "sre_compile"
 
 
 class StdlibZip(zipimport.zipimporter):
@@ -60,6 +71,19 @@ class StdlibZip(zipimport.zipimporter):
                 return code
         return super().get_code(fullname)
 
+    if hasattr(zipimport.zipimporter, "exec_module"):
+
+        def exec_module(self, module):
+            super().exec_module(module)
+            _loaded(module)
+
+    else:
+
+        def load_module(self, fullname):
+            module = super().load_module(fullname)
+            _loaded(module)
+            return module
+
     def _read_code(self, entry, name_len):
         size, offset = entry[2], entry[4]
         start = 30 + name_len
@@ -81,6 +105,32 @@ class StdlibZip(zipimport.zipimporter):
         ):
             return None
         return marshal.loads(memoryview(data)[start + 16 :])
+
+
+def _loaded(module):
+    if module.__name__ == _REGEX_COMPILER and REGEX_TABLE:
+        _use_regex_table(module)
+
+
+def _use_regex_table(compiler):
+    """Wraps `compiler.compile` (re's) to build the patterns of REGEX_TABLE from it."""
+    import _sre
+    import functools
+
+    compile_pattern = compiler.compile
+    if getattr(compile_pattern, "__wrapped__", None) is not None:
+        return
+    table = marshal.loads(REGEX_TABLE)
+
+    def compile(p, flags=0):
+        if (type(p) is str or type(p) is bytes) and isinstance(flags, int):
+            args = table.get((p, flags))
+            if args is not None:
+                final_flags, code, groups, groupindex, indexgroup = args
+                return _sre.compile(p, final_flags, list(code), groups, dict(groupindex), indexgroup)
+        return compile_pattern(p, flags)
+
+    compiler.compile = functools.update_wrapper(compile, compile_pattern)
 
 
 def install(archive=None):
@@ -105,6 +155,9 @@ def install(archive=None):
     for path, finder in list(cache.items()):
         if type(finder) is plain and finder.archive == archive:
             cache[path] = StdlibZip(path)
+    compiler = sys.modules.get(_REGEX_COMPILER)
+    if compiler is not None:
+        _loaded(compiler)
     # The memory runtime serves the zip from its memfd, while CPython's default entry still
     # names it inside the payload: both are skipped.
     _skip_in_distribution_search({archive, default})
