@@ -372,6 +372,11 @@ class RegexTable(object):
             "A", "ASCII", "I", "IGNORECASE", "L", "LOCALE", "M", "MULTILINE", "S", "DOTALL",
             "U", "UNICODE", "X", "VERBOSE", "NOFLAG") if hasattr(re, n))
         self.never = int(re.DEBUG) | int(getattr(re, "TEMPLATE", 0))
+        if sys.version_info >= (3, 11):
+            import re._compiler as compiler
+        else:
+            import sre_compile as compiler
+        self.compiler = compiler
         self.entries = {}
         self.seen = set()
 
@@ -430,10 +435,7 @@ class RegexTable(object):
         import warnings
         if flags & self.never:
             return None
-        if sys.version_info >= (3, 11):
-            import re._compiler as compiler
-        else:
-            import sre_compile as compiler
+        compiler = self.compiler
         real = compiler._sre
         calls = []
 
