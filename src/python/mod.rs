@@ -159,6 +159,9 @@ fn ask(python: &Path, request: &serde_json::Value) -> Result<serde_json::Value> 
     // place the `^^^` under a source line in tracebacks, and a bundle ships no source lines;
     // without them the stdlib zip is about a fifth smaller. Older versions ignore the variable
     // (Python 2 rejects `-X no_debug_ranges`, and it must reach the planner's version check).
+    // PYTHONHASHSEED is fixed because before 3.11 marshal writes a frozenset constant
+    // (`x in {"a", "b"}`) in the set's iteration order, which follows the string hashes: with
+    // randomized hashes two builds of the same app would differ.
     let mut cmd = Command::new(python);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PYTHON") {
@@ -167,6 +170,7 @@ fn ask(python: &Path, request: &serde_json::Value) -> Result<serde_json::Value> 
     }
     let out = cmd
         .env("PYTHONNODEBUGRANGES", "1")
+        .env("PYTHONHASHSEED", "0")
         .arg("-s")
         .arg(script.path())
         .arg(request.to_string())
