@@ -335,15 +335,22 @@ fn append_pax(builder: &mut tar::Builder<Vec<u8>>, records: &[(&str, String)]) -
 }
 
 /// The archive compressed as one zstd frame per part (one when there is no split), and where
-/// the second frame starts (0 when there is none).
+/// the second frame starts (0 when there is none). The two frames are independent, so they are
+/// compressed on two threads: the same bytes in about half the time.
 pub fn compress_archive(a: &Archive, level: i32) -> Result<(Vec<u8>, u64)> {
-    let mut out = compress(&a.tar[..a.split], level)?;
-    if a.split == a.tar.len() {
-        return Ok((out, 0));
+    let (first, rest) = a.tar.split_at(a.split);
+    if rest.is_empty() {
+        return Ok((compress(first, level)?, 0));
     }
-    let second = out.len() as u64;
-    out.extend_from_slice(&compress(&a.tar[a.split..], level)?);
-    Ok((out, second))
+    let (first, second) = std::thread::scope(|s| {
+        let second = s.spawn(|| compress(rest, level));
+        let first = compress(first, level);
+        (first, second.join())
+    });
+    let mut out = first?;
+    let at = out.len() as u64;
+    out.extend_from_slice(&second.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
+    Ok((out, at))
 }
 
 /// One zstd frame with the content size and checksum recorded.
