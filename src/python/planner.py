@@ -1215,16 +1215,22 @@ def drop_other_platforms(tree):
             return True if True in vals else False if all(v is False for v in vals) else None
         return None
 
-    class Drop(ast.NodeTransformer):
-        def visit_If(self, node):
-            self.generic_visit(node)
-            if value(node.test) is False:
-                return node.orelse or ast.copy_location(ast.Pass(), node)
-            return node
-    # Most modules test no platform: their tree goes back untouched, without a transform.
-    if not any(isinstance(n, ast.If) and value(n.test) is False for n in statements(tree)):
-        return tree
-    return ast.fix_missing_locations(Drop().visit(tree))
+    def drop(block):
+        """The statements of `block`, each `if` decided false replaced by its `else` part (by
+        `pass` when there is none), inner blocks first. Statements only hold `if` in blocks."""
+        out = []
+        for node in block:
+            for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+                inner = getattr(node, field, None)
+                if isinstance(inner, list):
+                    setattr(node, field, drop(inner))
+            if isinstance(node, ast.If) and value(node.test) is False:
+                out.extend(node.orelse or [ast.copy_location(ast.Pass(), node)])
+            else:
+                out.append(node)
+        return out
+    tree.body = drop(tree.body)
+    return tree
 
 
 # Directories of a distribution that hold its own tests.
