@@ -149,6 +149,10 @@ class UserError(Exception):
     """A problem with the user's input, reported as one line."""
 
 
+# The fields of AST nodes that hold statements (or `except` and `case` clauses, which do).
+BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
 def statements(node):
     """`node` and every statement under it, with the `except` and `case` clauses that hold
     statements, without going into expressions. Imports, `if`, `try`, classes and functions are
@@ -158,7 +162,7 @@ def statements(node):
     while todo:
         node = todo.pop()
         yield node
-        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+        for field in BLOCKS:
             block = getattr(node, field, None)
             if isinstance(block, list):
                 todo.extend(block)
@@ -1220,7 +1224,7 @@ def drop_other_platforms(tree):
         `pass` when there is none), inner blocks first. Statements only hold `if` in blocks."""
         out = []
         for node in block:
-            for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            for field in BLOCKS:
                 inner = getattr(node, field, None)
                 if isinstance(inner, list):
                     setattr(node, field, drop(inner))
