@@ -815,6 +815,15 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def paired_quartiles(a, b):
+    """First and third quartiles of a[i] / b[i], or None without enough pairs."""
+    pairs = [x / y for x, y in zip(a or (), b or ()) if y]
+    if len(pairs) < 4:
+        return None
+    q = statistics.quantiles(pairs, n=4)
+    return q[0], q[2]
+
+
 def ratio(a, b):
     if a is None or b is None or b == 0:
         return "n/a"
@@ -956,9 +965,11 @@ def report(bench, examples):
         w("")
         rows = []
         tmed = {}
+        truns = {}
         for t in bench.targets:
             if t.example is ex and t.runs:
                 tmed[(t.tool, t.mode)] = (median([r.ms for r in t.runs]), median(t.rss))
+                truns[(t.tool, t.mode)] = [r.ms for r in t.runs]
         order = [PYTHON] + [t for t in (PYSHRINK, PYINSTALLER, STATICX, STATICX_FIX, NUITKA)
                             if (t, ex.name) in bench.builds]
         for tool in order:
@@ -1013,6 +1024,15 @@ def report(bench, examples):
             m = tmed.get((tool, "cold"))
             return m[0] if m else None
 
+        def start_ratio(mode, tool, tool_mode="cold"):
+            """The ratio of the medians, then the quartiles of the per-round ratios: each round
+            starts every tool once, so a round's two starts saw the same machine."""
+            a = tmed.get((PYSHRINK, mode))
+            b = tmed.get((tool, tool_mode))
+            text = ratio(a[0] if a else None, b[0] if b else None)
+            q = paired_quartiles(truns.get((PYSHRINK, mode)), truns.get((tool, tool_mode)))
+            return text if q is None else "%s (%.2f–%.2f)" % (text, q[0], q[1])
+
         sx = STATICX
         if size_of(STATICX) is None and size_of(STATICX_FIX) is not None:
             sx = STATICX_FIX
@@ -1020,18 +1040,21 @@ def report(bench, examples):
             ex.name,
             ratio(size_of(PYSHRINK), size_of(sx)),
             ratio(size_of(PYSHRINK), size_of(NUITKA)),
-            ratio(cold_of(PYSHRINK), cold_of(NUITKA)),
-            ratio(cold_of(PYSHRINK), cold_of(sx)),
-            ratio(cold_of(PYSHRINK), cold_of(PYINSTALLER)),
-            ratio((tmed.get((PYSHRINK, "warm")) or (None,))[0], cold_of(PYTHON)),
-            ratio((tmed.get((PYSHRINK, "memory")) or (None,))[0], cold_of(PYSHRINK)),
-            ratio((tmed.get((PYSHRINK, "memory")) or (None,))[0], cold_of(NUITKA)),
+            start_ratio("cold", NUITKA),
+            start_ratio("cold", sx),
+            start_ratio("cold", PYINSTALLER),
+            start_ratio("warm", PYTHON),
+            start_ratio("memory", PYSHRINK),
+            start_ratio("memory", NUITKA),
         ] + (["RUNPATH-free copy"] if sx == STATICX_FIX else ["as built"]))
 
     w("## Ratios")
     w("")
     w("Same run; below 1× means pyshrink is smaller or faster. "
-      "\"PyInstaller+staticx\" is the row that could be built: the plain one, or else the RUNPATH-free one.")
+      "\"PyInstaller+staticx\" is the row that could be built: the plain one, or else the RUNPATH-free one. "
+      "A start-time ratio is the ratio of the medians, then in brackets the first and third quartiles "
+      "of the ratios within each round (every round starts each tool once, one after the other): "
+      "how far the ratio moves from round to round.")
     w("")
     w(table(["example", "size: pyshrink / PyInstaller+staticx", "size: pyshrink / Nuitka",
              "cold start: pyshrink / Nuitka", "cold start: pyshrink / PyInstaller+staticx",
