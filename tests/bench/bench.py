@@ -1020,17 +1020,13 @@ def report(bench, examples):
             b = bench.builds.get((tool, ex.name), {})
             return None if b.get("failure") else b.get("size")
 
-        def cold_of(tool):
-            m = tmed.get((tool, "cold"))
-            return m[0] if m else None
-
         def start_ratio(mode, tool, tool_mode="cold"):
             """The ratio of the medians, then the quartiles of the per-round ratios: each round
             starts every tool once, so a round's two starts saw the same machine."""
-            a = tmed.get((PYSHRINK, mode))
-            b = tmed.get((tool, tool_mode))
-            text = ratio(a[0] if a else None, b[0] if b else None)
-            q = paired_quartiles(truns.get((PYSHRINK, mode)), truns.get((tool, tool_mode)))
+            a = truns.get((PYSHRINK, mode))
+            b = truns.get((tool, tool_mode))
+            text = ratio(median(a), median(b))
+            q = paired_quartiles(a, b)
             return text if q is None else "%s (%.2f–%.2f)" % (text, q[0], q[1])
 
         sx = STATICX
