@@ -423,7 +423,8 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
 
     progress.step("compressing");
     let archive = payload::archive(stage)?;
-    let (compressed, second_frame) = payload::compress_archive(&archive, args.compression_level)?;
+    let (compressed, second_frame, late_frame) =
+        payload::compress_archive(&archive, args.compression_level)?;
     let (tar, files) = (&archive.tar, archive.files);
     let manifest = Manifest {
         python: layout.version_str.clone(),
@@ -438,6 +439,7 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
         runtime: args.runtime.into(),
         preload,
         second_frame,
+        late_frame,
         extra: vec![
             ("name".into(), name.clone()),
             ("files".into(), files.to_string()),

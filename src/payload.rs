@@ -21,8 +21,11 @@ pub struct Archive {
     pub tar: Vec<u8>,
     pub files: usize,
     /// Where the entries unpacked on the launcher's second thread start (ELF files chosen by
-    /// [`choose_second`]); `tar.len()` when there are none.
+    /// [`choose_second`]); `late` when there are none.
     pub split: usize,
+    /// Where the entries unpacked while the interpreter starts begin ([`choose_late`]);
+    /// `tar.len()` when there are none.
+    pub late: usize,
 }
 
 /// Below this much data, one thread unpacks faster than two start.
@@ -38,6 +41,12 @@ const COST_PER_MB_CODE: f64 = 870.0;
 const COST_PER_FILE: f64 = 34.0;
 /// The content hash, which the thread unpacking the first frame computes over the whole payload.
 const HASH_COST_PER_MB_COMPRESSED: f64 = 600.0;
+/// How much unpacking (in the units above) the launcher leaves for the late frame: about what
+/// the interpreter takes to start before the app runs (loading libpython, `encodings`, `site`),
+/// which is when the app waits for it. Below the minimum, starting a process costs more than it
+/// hides.
+const LATE_BUDGET: f64 = 10_000.0;
+const LATE_MIN: f64 = 2_000.0;
 
 /// A file to archive, its code range already filtered.
 struct File {
@@ -54,6 +63,8 @@ struct File {
     cost: f64,
     /// Unpacked on the launcher's second thread.
     second: bool,
+    /// Unpacked while the interpreter starts.
+    late: bool,
 }
 
 /// Tars every regular file (and empty directory) under `stage` with fixed mtime, owner and modes
@@ -121,15 +132,26 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             words,
             cost: 0.0,
             second: false,
+            late: false,
         });
     }
 
+    let compressed = estimate_costs(&mut files);
+    let late = choose_late(&mut files);
     let total_len: u64 = files.iter().map(|f| f.data.len() as u64).sum();
     let taken = if total_len >= SPLIT_MIN {
-        choose_second(&mut files)
+        choose_second(&mut files, compressed)
     } else {
         0
     };
+    // The interpreter's start lists these directories (`site`, the exec_prefix landmark), so they
+    // are made before it starts even when all their files come late.
+    for f in files.iter().filter(|f| f.late) {
+        let root = late_root(&f.rel).expect("late files are under a late root");
+        if !empty_dirs.contains(&root) {
+            empty_dirs.push(root);
+        }
+    }
 
     let mut builder = tar::Builder::new(Vec::new());
     for rel in &empty_dirs {
@@ -140,12 +162,14 @@ pub fn archive(stage: &Path) -> Result<Archive> {
         header.set_mtime(0);
         builder.append_data(&mut header, rel, std::io::empty())?;
     }
-    let mut split = 0;
-    for part in [false, true] {
-        if part {
-            split = builder.get_ref().len();
+    let (mut split, mut late_at) = (0, 0);
+    for part in [Part::First, Part::Second, Part::Late] {
+        match part {
+            Part::First => {}
+            Part::Second => split = builder.get_ref().len(),
+            Part::Late => late_at = builder.get_ref().len(),
         }
-        for f in files.iter().filter(|f| f.second == part) {
+        for f in files.iter().filter(|f| f.part() == part) {
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(f.data.len() as u64);
@@ -174,19 +198,37 @@ pub fn archive(stage: &Path) -> Result<Archive> {
     let tar = builder
         .into_inner()
         .context("failed to finish the archive")?;
-    // Without a second part, the end-of-archive blocks stay in the one frame.
-    let split = if taken > 0 { split } else { tar.len() };
+    // Without a late part, the end-of-archive blocks stay in the frame before it; the same for a
+    // second part.
+    let late_at = if late > 0 { late_at } else { tar.len() };
+    let split = if taken > 0 { split } else { late_at };
     Ok(Archive {
         files: files.len(),
         split,
+        late: late_at,
         tar,
     })
 }
 
-/// Marks the ELF files the launcher's second thread unpacks, so that both threads finish together:
-/// the first unpacks the rest (most of the files) and computes the content hash. Returns how
-/// many were marked.
-fn choose_second(files: &mut [File]) -> usize {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    First,
+    Second,
+    Late,
+}
+
+impl File {
+    fn part(&self) -> Part {
+        match (self.late, self.second) {
+            (true, _) => Part::Late,
+            (false, true) => Part::Second,
+            (false, false) => Part::First,
+        }
+    }
+}
+
+/// Sets each file's unpacking cost; returns the payload's estimated compressed size.
+fn estimate_costs(files: &mut [File]) -> f64 {
     const MB: f64 = 1e6;
     let mut compressed = 0.0;
     for f in files.iter_mut() {
@@ -198,13 +240,68 @@ fn choose_second(files: &mut [File]) -> usize {
             + code / MB * COST_PER_MB_CODE
             + COST_PER_FILE;
     }
-    let total: f64 = files.iter().map(|f| f.cost).sum();
+    compressed
+}
+
+/// The directory under which a file may come in the late frame: site-packages and lib-dynload
+/// (`lib/pythonX.Y/...`), the app and its data. What the interpreter reads while it starts stays
+/// out: the libraries it is linked with, the stdlib zip, the prefix landmark, the codecs that
+/// `encodings` may load for the locale, and anything `site` would run (`.pth` files,
+/// `sitecustomize`, `usercustomize`).
+fn late_root(rel: &Path) -> Option<std::path::PathBuf> {
+    let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+    let name = *parts.last()?;
+    if name.ends_with(".pth")
+        || name.starts_with("sitecustomize.")
+        || name.starts_with("usercustomize.")
+        || name.starts_with("_codecs_")
+        || name.starts_with("_multibytecodec.")
+    {
+        return None;
+    }
+    match parts.as_slice() {
+        ["lib", python, dir @ ("site-packages" | "lib-dynload"), _, ..]
+            if python.starts_with("python") =>
+        {
+            Some(["lib", python, dir].iter().collect())
+        }
+        [dir @ ("app" | "share"), _, ..] => Some(dir.into()),
+        _ => None,
+    }
+}
+
+/// Marks files for the late frame, in path order while they fit [`LATE_BUDGET`]; none when they
+/// would come to less than [`LATE_MIN`]. Returns how many were marked.
+fn choose_late(files: &mut [File]) -> usize {
+    let mut sum = 0.0;
+    let mut chosen = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        if late_root(&f.rel).is_some() && sum + f.cost <= LATE_BUDGET {
+            sum += f.cost;
+            chosen.push(i);
+        }
+    }
+    if sum < LATE_MIN {
+        return 0;
+    }
+    for &i in &chosen {
+        files[i].late = true;
+    }
+    chosen.len()
+}
+
+/// Marks the ELF files the launcher's second thread unpacks, so that both threads finish together:
+/// the first unpacks the rest (most of the files) and computes the content hash over the whole
+/// payload (`compressed`, estimated). Late files take no part. Returns how many were marked.
+fn choose_second(files: &mut [File], compressed: f64) -> usize {
+    const MB: f64 = 1e6;
+    let total: f64 = files.iter().filter(|f| !f.late).map(|f| f.cost).sum();
     let hash = compressed / MB * HASH_COST_PER_MB_COMPRESSED;
     // The slower of the two threads, if the second one unpacks `second` worth.
     let slower = |second: f64| second.max(total - second + hash);
     let target = (total + hash) / 2.0;
     let mut elf: Vec<usize> = (0..files.len())
-        .filter(|&i| files[i].data.starts_with(b"\x7fELF"))
+        .filter(|&i| !files[i].late && files[i].data.starts_with(b"\x7fELF"))
         .collect();
     elf.sort_by(|&a, &b| files[b].cost.total_cmp(&files[a].cost).then(a.cmp(&b)));
     // Two greedy passes, biggest first: one takes a file when it brings the second part closer
@@ -334,23 +431,44 @@ fn append_pax(builder: &mut tar::Builder<Vec<u8>>, records: &[(&str, String)]) -
     Ok(())
 }
 
-/// The archive compressed as one zstd frame per part (one when there is no split), and where
-/// the second frame starts (0 when there is none). The two frames are independent, so they are
-/// compressed on two threads: the same bytes in about half the time.
-pub fn compress_archive(a: &Archive, level: i32) -> Result<(Vec<u8>, u64)> {
-    let (first, rest) = a.tar.split_at(a.split);
-    if rest.is_empty() {
-        return Ok((compress(first, level)?, 0));
-    }
-    let (first, second) = std::thread::scope(|s| {
-        let second = s.spawn(|| compress(rest, level));
-        let first = compress(first, level);
-        (first, second.join())
+/// The archive compressed as one zstd frame per part, and where the second and the late frame
+/// start (0 when there is none). The frames are independent, so they are compressed on threads of
+/// their own: the same bytes in less time.
+pub fn compress_archive(a: &Archive, level: i32) -> Result<(Vec<u8>, u64, u64)> {
+    let parts = [&a.tar[..a.split], &a.tar[a.split..a.late], &a.tar[a.late..]];
+    let frames: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| s.spawn(move || compress(p, level)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
     });
-    let mut out = first?;
-    let at = out.len() as u64;
-    out.extend_from_slice(&second.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
-    Ok((out, at))
+    let mut starts = Vec::new();
+    let mut out = Vec::new();
+    for frame in frames {
+        starts.push(out.len() as u64);
+        out.extend_from_slice(&frame?);
+    }
+    // Which frames there are follows from which parts are empty (the first never is).
+    let mut at = starts.into_iter().skip(1);
+    let second = if parts[1].is_empty() {
+        0
+    } else {
+        at.next().unwrap_or(0)
+    };
+    let late = if parts[2].is_empty() {
+        0
+    } else {
+        at.next().unwrap_or(0)
+    };
+    Ok((out, second, late))
 }
 
 /// One zstd frame with the content size and checksum recorded.
@@ -556,6 +674,7 @@ mod tests {
             words: None,
             cost: 0.0,
             second: false,
+            late: false,
         }
     }
 
@@ -591,7 +710,8 @@ mod tests {
         for i in 0..60 {
             files.push(file(&format!("site/p{i}.pyc"), 20_000 + i * 300, false));
         }
-        assert!(choose_second(&mut files) > 0);
+        let compressed = estimate_costs(&mut files);
+        assert!(choose_second(&mut files, compressed) > 0);
         assert!(files
             .iter()
             .all(|f| !f.second || f.data.starts_with(b"\x7fELF")));
@@ -614,9 +734,117 @@ mod tests {
             file("lib/libc.so", 1 << 20, true),
             file("lib/python.zip", 2 << 20, false),
         ];
-        assert_eq!(choose_second(&mut files), 1);
+        let compressed = estimate_costs(&mut files);
+        assert_eq!(choose_second(&mut files, compressed), 1);
         assert!(files[0].second, "the biggest file is the second thread's");
         let (second, first) = loads(&files);
         assert!(second > first, "{second:.0} > {first:.0}");
+    }
+
+    #[test]
+    fn only_what_the_interpreter_does_not_read_while_starting_may_come_late() {
+        let root = |p: &str| late_root(Path::new(p)).map(|r| r.to_string_lossy().into_owned());
+        let sp = "lib/python3.11/site-packages";
+        assert_eq!(root(&format!("{sp}/click/core.pyc")).as_deref(), Some(sp));
+        assert_eq!(
+            root("lib/python3.8/lib-dynload/math.cpython-38-x86_64-linux-gnu.so").as_deref(),
+            Some("lib/python3.8/lib-dynload")
+        );
+        assert_eq!(root("app/app.pyc").as_deref(), Some("app"));
+        assert_eq!(root("share/pyshrink/cacert.pem").as_deref(), Some("share"));
+        for early in [
+            "lib/libpython3.11.so.1.0",
+            "lib/python311.zip",
+            "lib/python3.11/os.pyc",
+            "bin/python.real",
+            "pyshrink-boot/sitecustomize.pyc",
+            "lib/python3.11/lib-dynload/_codecs_jp.cpython-311-x86_64-linux-gnu.so",
+            "lib/python3.11/lib-dynload/_multibytecodec.cpython-311-x86_64-linux-gnu.so",
+            "lib/python3.11/site-packages/distutils-precedence.pth",
+            "lib/python3.11/site-packages/sitecustomize.pyc",
+            "lib/python3.11/site-packages/usercustomize.py",
+        ] {
+            assert_eq!(root(early), None, "{early}");
+        }
+    }
+
+    #[test]
+    fn the_late_frame_takes_candidates_up_to_the_budget_or_nothing() {
+        let mut files = vec![file("lib/libpython.so", 6 << 20, true)];
+        for i in 0..40 {
+            files.push(file(
+                &format!("lib/python3.11/site-packages/p{i:02}.pyc"),
+                200_000,
+                false,
+            ));
+        }
+        estimate_costs(&mut files);
+        assert!(choose_late(&mut files) > 0);
+        let late: f64 = files.iter().filter(|f| f.late).map(|f| f.cost).sum();
+        assert!(
+            (LATE_BUDGET / 2.0..=LATE_BUDGET).contains(&late),
+            "{late:.0} us"
+        );
+        assert!(!files[0].late);
+        assert!(files
+            .iter()
+            .any(|f| !f.late && f.rel.starts_with("lib/python3.11")));
+
+        let mut small = vec![
+            file("lib/libpython.so", 6 << 20, true),
+            file("app/app.pyc", 2_000, false),
+        ];
+        estimate_costs(&mut small);
+        assert_eq!(choose_late(&mut small), 0);
+        assert!(small.iter().all(|f| !f.late));
+    }
+
+    /// The entries of a run of frames: (path, is a directory).
+    fn entries(tar: &[u8], last: bool) -> Vec<(String, bool)> {
+        let mut reader = if last {
+            pyshrink_stub::ArchiveReader::new(tar)
+        } else {
+            pyshrink_stub::ArchiveReader::part(tar)
+        };
+        let mut out = Vec::new();
+        while let Some(e) = reader.next_entry().unwrap() {
+            let dir = matches!(e.kind, pyshrink_stub::EntryKind::Dir { .. });
+            out.push((e.path, dir));
+            let mut buf = vec![0u8; 1 << 16];
+            while reader.read_data(&mut buf).unwrap() > 0 {}
+        }
+        out
+    }
+
+    #[test]
+    fn late_files_come_last_in_a_frame_of_their_own_with_their_directory_made_first() {
+        let stage = tempfile::tempdir().unwrap();
+        let sp = stage.path().join("lib/python3.11/site-packages/pkg");
+        fs::create_dir_all(&sp).unwrap();
+        fs::create_dir_all(stage.path().join("bin")).unwrap();
+        fs::write(stage.path().join("bin/python.real"), data(3 << 20, true, 1)).unwrap();
+        for i in 0..12 {
+            fs::write(sp.join(format!("m{i}.pyc")), data(150_000, false, i + 2)).unwrap();
+        }
+        let a = archive(stage.path()).unwrap();
+        assert!(a.late < a.tar.len(), "no late part");
+        let early = entries(&a.tar[..a.late], false);
+        let late = entries(&a.tar[a.late..], true);
+        assert!(early.contains(&("lib/python3.11/site-packages".into(), true)));
+        assert!(early.iter().any(|(p, _)| p == "bin/python.real"));
+        assert!(!late.is_empty());
+        assert!(late
+            .iter()
+            .all(|(p, dir)| !dir && p.starts_with("lib/python3.11/site-packages/pkg/")));
+        assert_eq!(early.len() + late.len(), 1 + 1 + 12);
+
+        let (bytes, second, late_frame) = compress_archive(&a, 3).unwrap();
+        assert!(late_frame > second);
+        let back = zstd::stream::decode_all(&bytes[late_frame as usize..]).unwrap();
+        assert!(
+            back == a.tar[a.late..],
+            "the late frame is the late part alone"
+        );
+        assert!(zstd::stream::decode_all(bytes.as_slice()).unwrap() == a.tar);
     }
 }

@@ -878,3 +878,71 @@ fn include_data_lands_next_to_the_app() {
         stderr(&o)
     );
 }
+
+/// The cli example's site-packages come in the late frame, which the launcher unpacks while the
+/// interpreter starts: the first run imports from it (the app waits for it); an extraction whose
+/// late frame was cut short (no manifest copy yet) is unpacked again; and a late frame that cannot
+/// be written stops the app before it runs, with the launcher's I/O status.
+#[test]
+fn late_frame_is_waited_for_and_never_trusted_half_done() {
+    let python = default_python();
+    let venv = example_venv("cli", "default", &python);
+    let app = example("cli").join("app.py");
+    let bundle = bundle_with(
+        &[app.to_str().unwrap(), "--python", venv.to_str().unwrap()],
+        &bundles_dir().join("cli-late"),
+    );
+    let bytes = std::fs::read(&bundle).unwrap();
+    let tail = String::from_utf8_lossy(&bytes[bytes.len() - 2048..]).into_owned();
+    assert!(tail.contains("\nlate_frame="), "no late frame:\n{tail}");
+    let greet = ["greet", "Ada", "--times", "2"];
+    let want = "1. Hello, Ada!\n2. Hello, Ada!\n";
+
+    let root = Root::new(&bundle);
+    let o = root.run(&greet);
+    assert_code(&o, 0, "first run");
+    assert_eq!(stdout(&o), want);
+    let ext = root
+        .path()
+        .join("tmp/pyshrink-0")
+        .join(&root.extractions()[0]);
+    let manifest = ext.join("pyshrink.manifest");
+    assert!(manifest.is_file(), "the extraction is complete");
+    // Disk usage of the whole extraction, for a /tmp just too small for it below.
+    let mut used = 0u64;
+    for e in walkdir::WalkDir::new(root.path().join("tmp"))
+        .into_iter()
+        .flatten()
+    {
+        used += std::os::unix::fs::MetadataExt::blocks(&e.metadata().unwrap()) * 512;
+    }
+
+    // As if the late frame's process had been killed: no manifest copy, files missing.
+    std::fs::remove_file(&manifest).unwrap();
+    let click = std::fs::read_dir(ext.join("lib"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("site-packages/click"))
+        .find(|p| p.is_dir())
+        .expect("click in site-packages");
+    std::fs::remove_dir_all(&click).unwrap();
+    let o = root.run(&greet);
+    assert_code(&o, 0, "run after a cut-short late frame");
+    assert_eq!(stdout(&o), want);
+    assert!(manifest.is_file() && click.join("core.pyc").is_file());
+
+    // The early frames fit, the late one does not.
+    let size = (used - 16 * 4096).to_string();
+    let small = Root::new(&bundle);
+    let o = small
+        .command(true, &["--size", &size, "--tmpfs", "/tmp"], &greet)
+        .output()
+        .unwrap();
+    assert_code(&o, 116, "late frame on a full disk");
+    assert_eq!(stdout(&o), "", "the app ran");
+    let err = stderr(&o);
+    assert!(
+        err.contains("no space left on device") && err.contains("not completely unpacked"),
+        "{err}"
+    );
+}

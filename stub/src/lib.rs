@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! +-----------+-----------------------------------+------------------+-------------+
-//! | stub ELF  | payload: tar, one or two zstd fr. | manifest (UTF-8) | trailer 72B |
+//! | stub ELF  | payload: tar, 1 to 3 zstd frames  | manifest (UTF-8) | trailer 72B |
 //! +-----------+-----------------------------------+------------------+-------------+
 //! ```
 //!
@@ -13,9 +13,10 @@
 //! [`trailer`] for its fields, [`manifest`] for the launch description and [`archive`] for the
 //! subset of tar the payload uses. The payload is one tar stream; when the manifest names a
 //! `second_frame`, its compressed bytes are two zstd frames split at an entry boundary, which the
-//! launcher unpacks on two threads. The machine code of x86-64 ELF files is stored through the
-//! [`x86`] filter and their relocation tables through the [`rela`] filter, which pax records
-//! announce and the archive reader undoes.
+//! launcher unpacks on two threads; a `late_frame` starts one more, of files the interpreter
+//! needs only once the app runs, unpacked while it starts. The machine code of x86-64 ELF files
+//! is stored through the [`x86`] filter and their relocation tables through the [`rela`] filter,
+//! which pax records announce and the archive reader undoes.
 
 #![cfg_attr(not(test), no_std)]
 

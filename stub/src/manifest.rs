@@ -14,6 +14,7 @@
 //! entry=script:app/app.pyc
 //! runtime=auto
 //! second_frame=1622016
+//! late_frame=3145728
 //! preload=lib/libpython3.11.so.1.0 lib/libm.so.6 lib/libc.so.6 lib/libgcc_s.so.1
 //! ```
 
@@ -107,6 +108,11 @@ pub struct Manifest {
     /// at an entry boundary and compresses the two parts separately, so the launcher unpacks
     /// them on two threads; read in sequence they are the one archive.
     pub second_frame: u64,
+    /// Where the payload's last zstd frame starts when it holds files the interpreter needs only
+    /// once the app runs (0: none). The launcher starts the interpreter when the frames before it
+    /// are unpacked, unpacks this one in a process of its own meanwhile, and the app starts when
+    /// that is done.
+    pub late_frame: u64,
     /// Other `key=value` lines, in order: informational for tools such as `pyshrink inspect`.
     pub extra: Vec<(String, String)>,
 }
@@ -135,6 +141,9 @@ impl Manifest {
         line("entry", &e);
         line("runtime", self.runtime.as_str());
         line("second_frame", &alloc::format!("{}", self.second_frame));
+        if self.late_frame != 0 {
+            line("late_frame", &alloc::format!("{}", self.late_frame));
+        }
         line("preload", &self.preload.join(" "));
         for (k, v) in &self.extra {
             line(k, v);
@@ -158,6 +167,7 @@ impl Manifest {
             runtime: Runtime::Auto,
             preload: Vec::new(),
             second_frame: 0,
+            late_frame: 0,
             extra: Vec::new(),
         };
         let mut seen_entry = false;
@@ -192,6 +202,12 @@ impl Manifest {
                     m.second_frame = v
                         .parse()
                         .map_err(|_| bad("manifest second_frame is not a number"))?;
+                    continue;
+                }
+                "late_frame" => {
+                    m.late_frame = v
+                        .parse()
+                        .map_err(|_| bad("manifest late_frame is not a number"))?;
                     continue;
                 }
                 "preload" => {
@@ -254,6 +270,7 @@ mod tests {
             runtime: Runtime::Memory,
             preload: vec!["lib/libc.so.6".into(), "lib/libm.so.6".into()],
             second_frame: 1234,
+            late_frame: 5678,
             extra: vec![("files".into(), "42".into())],
         }
     }
@@ -281,6 +298,7 @@ mod tests {
             good.trim_end().into(),
             good.replace("runtime=memory", "runtime=ram"),
             good.replace("second_frame=1234", "second_frame=-1"),
+            good.replace("late_frame=5678", "late_frame=x"),
             good.replace("preload=lib/libc.so.6", "preload=/lib/libc.so.6"),
         ];
         for bad in cases {

@@ -24,8 +24,11 @@ pub enum Role<'a> {
 }
 
 /// Runs the entry point as `__main__`, as `python app.py` / `python -m mod` would, but with
-/// `sys.argv[0]` set to the bundle's own argv[0]. Arguments: argv0, kind, target, app args.
-/// First it imports from the stdlib zip faster (`ZIPIMPORT_MODULE`).
+/// `sys.argv[0]` set to the bundle's own argv[0]. Arguments: argv0, kind, target, the descriptor
+/// that says when the late frame is unpacked (empty: it is), app args.
+/// First it imports from the stdlib zip faster (`ZIPIMPORT_MODULE`). Then it waits for the late
+/// frame: until then the directories the files go to may have been listed without them, so the
+/// path finders forget what they listed. Exit status 116 is `exit::IO`.
 const BOOT: &str = concat!(
     "def _pyshrink_main():
     import sys
@@ -38,8 +41,20 @@ const BOOT: &str = concat!(
     else:
         install()
     a = sys.argv
-    kind, target = a[2], a[3]
-    sys.argv = [a[1]] + a[4:]
+    kind, target, late = a[2], a[3], a[4]
+    sys.argv = [a[1]] + a[5:]
+    if late:
+        import os
+        done = os.read(int(late), 1)
+        os.close(int(late))
+        if done != b'1':
+            sys.stderr.write('pyshrink: error: the bundle was not completely unpacked; '
+                             'nothing was run\\n\\nhint: run it again\\n')
+            raise SystemExit(116)
+        from _frozen_importlib_external import FileFinder
+        for f in sys.path_importer_cache.values():
+            if isinstance(f, FileFinder):
+                f.invalidate_caches()
     g = globals()
     del g['_pyshrink_main']
     if kind == 'module':
@@ -74,6 +89,8 @@ pub struct Start {
     /// the interpreter. `Some`: this environment instead (it carries the variables that point
     /// the interpreter at memory, host `PYTHON*` variables removed).
     pub env: Option<Vec<Vec<u8>>>,
+    /// Readable once the late frame is unpacked (see `extract::extract`); `None`: it is.
+    pub late: Option<sys::Fd>,
 }
 
 /// The interpreter of an extraction directory.
@@ -88,6 +105,7 @@ pub fn disk(dir: &[u8], m: &Manifest) -> Start {
         interpreter: sys::join(dir, m.interpreter.as_bytes()),
         root: dir.into(),
         env: None,
+        late: None,
     }
 }
 
@@ -130,6 +148,10 @@ pub fn run(start: Start, m: &Manifest, role: Role, user_args: &[&[u8]], env: &En
                 argv.push(name.as_bytes().into());
             }
         }
+        argv.push(match &start.late {
+            Some(fd) => alloc::format!("{}", fd.0).into_bytes(),
+            None => Vec::new(),
+        });
     }
     argv.extend(user_args.iter().map(|a| Vec::from(*a)));
     let owned_env: Vec<Vec<u8>>;

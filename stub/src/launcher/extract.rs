@@ -3,9 +3,13 @@
 //! The payload is unpacked by two threads, one per zstd frame; the first also computes the content
 //! hash over the whole payload and manifest, as it reads them. An extraction is renamed into place
 //! (and run) only once the hash matched.
-//! Extraction follows check / lock / check again / write into `<hash>.work` / rename, so a
-//! directory named `<hash>` is always complete: a run killed half-way leaves only a work dir,
-//! which the next run (holding the lock, so no one else is writing it) removes.
+//! Extraction follows check / lock / check again / write into `<hash>.work` / rename, and the
+//! manifest copy is the last file written, so a directory named `<hash>` that holds it is
+//! complete: a run killed half-way leaves a work dir, or an extraction without its manifest
+//! copy, which the next run (holding the lock, so no one else is writing it) removes.
+//!
+//! A late frame (files the app needs, the interpreter's start does not) is unpacked after the
+//! rename, in a process of its own, while the interpreter starts; the app waits for it.
 
 use alloc::collections::BTreeSet;
 use alloc::vec;
@@ -23,9 +27,11 @@ pub const MANIFEST_FILE: &[u8] = b"pyshrink.manifest";
 const PYTHON_EXE: &[u8] = b"bin/python3";
 pub const CHUNK: usize = 256 * 1024;
 
-/// A finished extraction: a real directory of ours that nobody else can write to.
+/// A finished extraction: a real directory of ours that nobody else can write to, holding the
+/// manifest copy (the last file put there).
 pub fn is_complete(dir: &[u8]) -> bool {
     super::root::private_dir(dir, sys::getuid()).is_ok()
+        && sys::lstat(&sys::join(dir, MANIFEST_FILE)).is_ok()
 }
 
 /// Reads `len` bytes of the bundle from `offset`, in chunks, handing what it reads to the content
@@ -288,46 +294,65 @@ pub fn payload_archive<'a>(
     ArchiveReader::new(Decoded::new(section))
 }
 
-/// The part of the payload archive before its second frame (all of it when there is none), and
-/// where the second frame's compressed bytes are (offset in the file, length). What the first
-/// part reads goes into `verifier`'s hash.
+/// A range of the bundle file: (offset, length).
+pub type Span = (u64, u64);
+
+/// The payload's frames, from the manifest's `second_frame` and `late_frame`: the archive of the
+/// first frame (what it reads goes into `verifier`'s hash), and where the second and the late
+/// frame are, when the payload has them. Each frame ends at an entry boundary; only the last one
+/// holds the end of the archive.
 pub fn payload_parts<'a>(
     fd: &'a sys::Fd,
     t: &Trailer,
-    second_frame: u64,
+    frames: (u64, u64),
     verifier: &'a mut Verifier,
     exe: &[u8],
-) -> (ArchiveReader<Decoded<'a>>, Option<(u64, u64)>) {
-    if second_frame == 0 {
-        return (payload_archive(fd, t, verifier), None);
+) -> (ArchiveReader<Decoded<'a>>, Option<Span>, Option<Span>) {
+    let (second, late) = frames;
+    let len = t.payload_len;
+    let bad = |what| -> ! { die_format(&FormatError::Corrupt(what), exe) };
+    if late >= len && late != 0 {
+        bad("manifest late_frame lies outside the payload");
     }
-    if second_frame >= t.payload_len {
-        die_format(
-            &FormatError::Corrupt("manifest second_frame lies outside the payload"),
-            exe,
-        );
+    let early_end = if late == 0 { len } else { late };
+    if second >= early_end && second != 0 {
+        bad("manifest second_frame lies outside the payload");
     }
-    let section = Section::new(fd, t.payload_offset(), second_frame, Some(verifier));
-    let first = ArchiveReader::part(Decoded::new(section));
-    let second = (
-        t.payload_offset() + second_frame,
-        t.payload_len - second_frame,
-    );
-    (first, Some(second))
+    let first_end = if second == 0 { early_end } else { second };
+    let section = Section::new(fd, t.payload_offset(), first_end, Some(verifier));
+    let first = if first_end == len {
+        ArchiveReader::new(Decoded::new(section))
+    } else {
+        ArchiveReader::part(Decoded::new(section))
+    };
+    let at = |from: u64, to: u64| (t.payload_offset() + from, to - from);
+    let second = (second != 0).then(|| at(second, early_end));
+    let late = (late != 0).then(|| at(late, len));
+    (first, second, late)
 }
 
-/// Runs `job` on a second thread over the archive of the payload's second frame at `section`
-/// (offset, length) of the bundle `fd`, which must stay open until the thread is joined.
+/// The archive of one frame at `span`; `last` when it holds the end of the archive.
+pub fn frame_archive<'a>(fd: &'a sys::Fd, span: Span, last: bool) -> ArchiveReader<Decoded<'a>> {
+    let decoded = Decoded::new(Section::new(fd, span.0, span.1, None));
+    if last {
+        ArchiveReader::new(decoded)
+    } else {
+        ArchiveReader::part(decoded)
+    }
+}
+
+/// Runs `job` on a second thread over the archive of the payload's second frame at `span` of the
+/// bundle `fd`, which must stay open until the thread is joined; `last` as in [`frame_archive`].
 pub fn on_second_frame<T: Send + 'static>(
     fd: &sys::Fd,
-    section: (u64, u64),
+    span: Span,
+    last: bool,
     job: impl FnOnce(&mut ArchiveReader<Decoded<'_>>) -> T + Send + 'static,
 ) -> sys::Thread<T> {
     let raw = fd.0;
     sys::spawn(move || {
         let fd = sys::Fd::borrowed(raw);
-        let mut archive =
-            ArchiveReader::new(Decoded::new(Section::new(&fd, section.0, section.1, None)));
+        let mut archive = frame_archive(&fd, span, last);
         job(&mut archive)
     })
 }
@@ -386,13 +411,25 @@ pub struct Bundle<'a> {
     pub fd: &'a sys::Fd,
     pub trailer: &'a Trailer,
     pub exe: &'a [u8],
-    pub second_frame: u64,
+    /// The manifest's `second_frame` and `late_frame`.
+    pub frames: (u64, u64),
 }
 
 /// Extracts the payload into `<root>/<key>`, unless another run finished it first (or, with
 /// `replace`, replacing what is there). `verifier` is finished before the extraction is renamed
 /// into place.
-pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, mut verifier: Verifier) {
+///
+/// A payload with a late frame is in place before that frame is unpacked: a process of its own
+/// unpacks it (holding the lock) and then adds the manifest copy, which completes the extraction.
+/// The interpreter starts meanwhile; the returned pipe gives it one byte `1` when that process is
+/// done, or end-of-file if it failed. `None`: everything is unpacked.
+pub fn extract(
+    b: &Bundle,
+    root: &[u8],
+    key: &[u8],
+    replace: bool,
+    mut verifier: Verifier,
+) -> Option<sys::Fd> {
     let (fd, t, exe) = (b.fd, b.trailer, b.exe);
     let io = |what: &[u8], path: &[u8], e| -> ! { die_errno(exit::IO, what, path, e) };
     let root_fd = sys::open(
@@ -414,12 +451,12 @@ pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, mut verifier:
     let dir = sys::join(root, key);
     if !replace && is_complete(&dir) {
         verifier.finish(fd, exe);
-        return;
+        return None;
     }
     let mut work = Vec::from(key);
     work.extend_from_slice(b".work");
     // Holding the lock: a work dir is what a killed run left, and an existing `<key>` that is not
-    // an acceptable extraction is not ours to trust. Both go.
+    // an acceptable extraction (a killed late frame's among them) is not ours to trust. Both go.
     for stale in [&work[..], key] {
         sys::remove_tree_at(&root_fd, stale)
             .unwrap_or_else(|e| io(b"failed to remove", &sys::join(root, stale), e));
@@ -435,10 +472,10 @@ pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, mut verifier:
     .unwrap_or_else(|e| io(b"failed to open", &work, e));
     let work_path = sys::join(root, &work);
 
-    let (mut first, second) = payload_parts(fd, t, b.second_frame, &mut verifier, exe);
-    let worker = second.map(|section| {
+    let (mut first, second, late) = payload_parts(fd, t, b.frames, &mut verifier, exe);
+    let worker = second.map(|span| {
         let (raw_work, work_path, exe) = (work_fd.0, work_path.clone(), Vec::from(exe));
-        on_second_frame(fd, section, move |archive| {
+        on_second_frame(fd, span, late.is_none(), move |archive| {
             let work = sys::Fd::borrowed(raw_work);
             unpack(archive, &work, &mut BTreeSet::new(), &work_path, &exe);
         })
@@ -457,20 +494,91 @@ pub fn extract(b: &Bundle, root: &[u8], key: &[u8], replace: bool, mut verifier:
         &create(&work_fd, PYTHON_EXE, 0o755, &work_path),
         exe,
     );
+    if late.is_none() {
+        put_manifest(fd, t, &work_fd, &work_path, exe);
+    }
+    if let Some(worker) = worker {
+        worker.join();
+    }
+    sys::rename(&work_path, &dir)
+        .unwrap_or_else(|e| io(b"failed to move the extraction into place at", &dir, e));
+    // `work_fd` is the directory now at `dir`; the lock is held until the late frame is in.
+    let late = late?;
+    let finish = || {
+        unpack(
+            &mut frame_archive(fd, late, true),
+            &work_fd,
+            &mut BTreeSet::new(),
+            &dir,
+            exe,
+        );
+        put_manifest(fd, t, &work_fd, &dir, exe);
+    };
+    let done = in_background(finish);
+    drop(lock);
+    done
+}
+
+/// The manifest copy, which marks an extraction complete: written under another name and then
+/// renamed, so that it is there in full or not at all.
+fn put_manifest(fd: &sys::Fd, t: &Trailer, dir_fd: &sys::Fd, dir: &[u8], exe: &[u8]) {
+    const PARTIAL: &[u8] = b"pyshrink.manifest.partial";
     copy_range(
         fd,
         t.manifest_offset(),
         t.manifest_len,
-        &create(&work_fd, MANIFEST_FILE, 0o644, &work_path),
+        &create(dir_fd, PARTIAL, 0o644, dir),
         exe,
     );
-    if let Some(worker) = worker {
-        worker.join();
+    sys::renameat(dir_fd, PARTIAL, MANIFEST_FILE)
+        .unwrap_or_else(|e| die_errno(exit::IO, b"failed to complete", dir, e));
+}
+
+/// Runs `job` in a process that is not this one's child (its parent exits at once, so nothing is
+/// left for the interpreter to reap), and returns a pipe that yields `1` once `job` returned, or
+/// end-of-file if it died. Where no process can be started, `job` runs here and `None` returns.
+fn in_background(job: impl FnOnce()) -> Option<sys::Fd> {
+    let Ok((done, tell)) = sys::pipe() else {
+        job();
+        return None;
+    };
+    match sys::fork() {
+        Ok(0) => {
+            drop(done);
+            match sys::fork() {
+                Ok(0) => {
+                    // Nothing of the app's output waits for this process to close it.
+                    // SAFETY: closing our own standard descriptors; nothing here uses them.
+                    unsafe {
+                        libc::close(0);
+                        libc::close(1);
+                    }
+                    job();
+                    let _ = sys::write_all(tell.0, b"1");
+                    sys::exit(0)
+                }
+                Ok(_) => sys::exit(0),
+                Err(_) => sys::exit(1),
+            }
+        }
+        Ok(child) if sys::exited_ok(child) => {
+            drop(tell);
+            match sys::inherit(&done) {
+                Ok(()) => Some(done),
+                // Only an invalid descriptor fails F_SETFD: wait here instead.
+                Err(_) => {
+                    let mut byte = [0u8];
+                    let _ = sys::read(&done, &mut byte);
+                    None
+                }
+            }
+        }
+        _ => {
+            drop((done, tell));
+            job();
+            None
+        }
     }
-    drop(work_fd);
-    sys::rename(&work_path, &dir)
-        .unwrap_or_else(|e| io(b"failed to move the extraction into place at", &dir, e));
-    drop(lock);
 }
 
 /// Writes every entry of `archive` under the work directory.

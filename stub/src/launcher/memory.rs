@@ -182,6 +182,39 @@ impl ZipWriter {
 }
 
 /// Reads entry data until `buf` is full or the entry ends.
+/// Every entry of `archive` into the zip, or into a memory file of its own ([`separate`]).
+fn take<S: Source>(
+    archive: &mut ArchiveReader<S>,
+    zip: &mut ZipWriter,
+    own: &mut Vec<(Vec<u8>, sys::Fd)>,
+    exe: &[u8],
+) {
+    let mut buf = vec![0u8; extract::CHUNK];
+    while let Some(entry) = extract::next_entry(archive, exe) {
+        let path = entry.path.as_bytes();
+        match entry.kind {
+            EntryKind::Dir { .. } => {
+                let mut name = Vec::from(path);
+                name.push(b'/');
+                zip.add(&name, b"");
+            }
+            EntryKind::File { size, .. } => {
+                let mut n = fill(archive, &mut buf, exe);
+                if separate(path, &buf[..n]) {
+                    own.push((path.into(), own_file(archive, path, &mut buf, n, exe)));
+                } else {
+                    zip.start_file(path, size);
+                    while n > 0 {
+                        zip.data(&buf[..n]);
+                        n = fill(archive, &mut buf, exe);
+                    }
+                    zip.end_file(path.len());
+                }
+            }
+        }
+    }
+}
+
 fn fill<S: Source>(archive: &mut ArchiveReader<S>, buf: &mut [u8], exe: &[u8]) -> usize {
     let mut n = 0;
     while n < buf.len() {
@@ -275,11 +308,12 @@ pub fn run(
     let mut zip = ZipWriter::new(stable(memfd(b"pyshrink-files.zip")));
     let mut verifier = extract::Verifier::new(t);
     let root = fd_path(&zip.fd);
-    let (mut first, second) = extract::payload_parts(fd, t, m.second_frame, &mut verifier, exe);
+    let frames = (m.second_frame, m.late_frame);
+    let (mut first, second, late) = extract::payload_parts(fd, t, frames, &mut verifier, exe);
     // The second frame holds only files that get memory files of their own.
-    let worker = second.map(|section| {
+    let worker = second.map(|span| {
         let exe = Vec::from(exe);
-        extract::on_second_frame(fd, section, move |archive| {
+        extract::on_second_frame(fd, span, late.is_none(), move |archive| {
             let mut own = Vec::new();
             let mut buf = vec![0u8; extract::CHUNK];
             while let Some(entry) = extract::next_entry(archive, &exe) {
@@ -299,33 +333,18 @@ pub fn run(
         })
     });
     let mut own: Vec<(Vec<u8>, sys::Fd)> = Vec::new();
-    let mut buf = vec![0u8; extract::CHUNK];
-    while let Some(entry) = extract::next_entry(&mut first, exe) {
-        let path = entry.path.as_bytes();
-        match entry.kind {
-            EntryKind::Dir { .. } => {
-                let mut name = Vec::from(path);
-                name.push(b'/');
-                zip.add(&name, b"");
-            }
-            EntryKind::File { size, .. } => {
-                let mut n = fill(&mut first, &mut buf, exe);
-                if separate(path, &buf[..n]) {
-                    own.push((path.into(), own_file(&mut first, path, &mut buf, n, exe)));
-                } else {
-                    zip.start_file(path, size);
-                    while n > 0 {
-                        zip.data(&buf[..n]);
-                        n = fill(&mut first, &mut buf, exe);
-                    }
-                    zip.end_file(path.len());
-                }
-            }
-        }
-    }
+    take(&mut first, &mut zip, &mut own, exe);
     drop(first);
     // While the second thread may still be unpacking.
     verifier.finish(fd, exe);
+    if let Some(span) = late {
+        take(
+            &mut extract::frame_archive(fd, span, true),
+            &mut zip,
+            &mut own,
+            exe,
+        );
+    }
     let zip = zip.finish();
     let _ = sys::seal(&zip);
     if let Some(worker) = worker {
@@ -384,6 +403,7 @@ pub fn run(
         interpreter: find(m.interpreter.as_bytes()),
         root,
         env: Some(vars),
+        late: None,
     };
     // The descriptors must outlive this process image: exec keeps them (no CLOEXEC).
     for (_, file) in own {

@@ -200,12 +200,14 @@ pub extern "C" fn main(
         fd: &fd,
         trailer: &trailer,
         exe: &exe,
-        second_frame: manifest.second_frame,
+        frames: (manifest.second_frame, manifest.late_frame),
     };
+    // Until the late frame is in (see `extract`): the interpreter starts, the app waits.
+    let mut late = None;
     let fresh = !extract::is_complete(&dir);
     if fresh {
         let verifier = extract::Verifier::new(&trailer);
-        extract::extract(&bundle, &root, &key, false, verifier);
+        late = extract::extract(&bundle, &root, &key, false, verifier);
     } else if env.get_set(b"PYSHRINK_VERIFY") == Some(b"1") {
         // One hash serves both outcomes: it is finished before the extraction is used either way.
         let mut verifier = extract::Verifier::new(&trailer);
@@ -213,18 +215,20 @@ pub extern "C" fn main(
             verifier.finish(&fd, &exe);
         } else {
             extract::report_mismatch(&dir);
-            extract::extract(&bundle, &root, &key, true, verifier);
+            late = extract::extract(&bundle, &root, &key, true, verifier);
         }
     }
     drop(fd);
-    let manifest = load_manifest(&dir);
-    exec::run(
-        exec::disk(&dir, &manifest),
-        &manifest,
-        role,
-        user_args,
-        &env,
-    )
+    // A fresh extraction's hash covered the bundle's manifest; an earlier one's copy was checked
+    // when it was made (and may be all there is before its late frame is in).
+    let manifest = if late.is_some() {
+        manifest
+    } else {
+        load_manifest(&dir)
+    };
+    let mut start = exec::disk(&dir, &manifest);
+    start.late = late;
+    exec::run(start, &manifest, role, user_args, &env)
 }
 
 /// The manifest at the end of the bundle (not yet verified: the runtime it names decides how the

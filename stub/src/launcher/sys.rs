@@ -233,6 +233,13 @@ pub fn mkdir(path: &[u8], mode: u32) -> Result<(), Errno> {
     check(unsafe { libc::mkdir(p.as_ptr().cast(), mode) }).map(drop)
 }
 
+/// Renames `from` to `to`, both in the directory `dir`.
+pub fn renameat(dir: &Fd, from: &[u8], to: &[u8]) -> Result<(), Errno> {
+    let (f, t) = (cpath(from), cpath(to));
+    // SAFETY: both paths are NUL-terminated and outlive the call; `dir` is an open directory.
+    check(unsafe { libc::renameat(dir.0, f.as_ptr().cast(), dir.0, t.as_ptr().cast()) }).map(drop)
+}
+
 pub fn rename(from: &[u8], to: &[u8]) -> Result<(), Errno> {
     let (f, t) = (cpath(from), cpath(to));
     // SAFETY: both paths are NUL-terminated and outlive the call.
@@ -506,6 +513,42 @@ pub fn execve(path: &[u8], argv: &[Vec<u8>], envp: *const *const c_char) -> Errn
     // are NULL-terminated; envp is the environment the process was started with.
     unsafe { libc::execve(p.as_ptr().cast(), ptrs.as_ptr(), envp) };
     errno()
+}
+
+/// A pipe (read end, write end), both closed on exec.
+pub fn pipe() -> Result<(Fd, Fd), Errno> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((Fd(fds[0]), Fd(fds[1])))
+}
+
+/// Keeps `fd` open across exec.
+pub fn inherit(fd: &Fd) -> Result<(), Errno> {
+    // SAFETY: F_SETFD on an open descriptor.
+    check(unsafe { libc::fcntl(fd.0, libc::F_SETFD, 0) }).map(drop)
+}
+
+/// `fork`: Ok(0) in the child, Ok(pid) in the parent.
+pub fn fork() -> Result<i32, Errno> {
+    // SAFETY: called while the process has one thread, so the child's copy of every lock and
+    // allocator state is consistent.
+    check(unsafe { libc::fork() })
+}
+
+/// Waits for the child `pid`; true when it exited with status 0.
+pub fn exited_ok(pid: i32) -> bool {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        }
+        if r < 0 && errno() != libc::EINTR {
+            return false;
+        }
+    }
 }
 
 pub fn exit(code: i32) -> ! {
