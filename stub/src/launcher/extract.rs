@@ -568,7 +568,9 @@ fn in_background(job: impl FnOnce()) -> Option<sys::Fd> {
                 // Only an invalid descriptor fails F_SETFD: wait here instead.
                 Err(_) => {
                     let mut byte = [0u8];
-                    let _ = sys::read(&done, &mut byte);
+                    if sys::read(&done, &mut byte) != Ok(1) || byte != *b"1" {
+                        super::die(exit::IO, &[b"the bundle was not completely unpacked"]);
+                    }
                     None
                 }
             }
