@@ -243,11 +243,11 @@ fn estimate_costs(files: &mut [File]) -> f64 {
     compressed
 }
 
-/// The directory under which a file may come in the late frame: site-packages and lib-dynload
-/// (`lib/pythonX.Y/...`), the app and its data. What the interpreter reads while it starts stays
-/// out: the libraries it is linked with, the stdlib zip, the prefix landmark, the codecs that
-/// `encodings` may load for the locale, and anything `site` would run (`.pth` files,
-/// `sitecustomize`, `usercustomize`).
+/// The directory under which a file may come in the late frame: site-packages (Debian's
+/// `lib/python3/dist-packages` too) and lib-dynload (`lib/pythonX.Y/...`), the app and its
+/// data. What the interpreter reads while it starts stays out: the libraries it is linked with,
+/// the stdlib zip, the prefix landmark, the codecs that `encodings` may load for the locale, and
+/// anything `site` would run (`.pth` files, `sitecustomize`, `usercustomize`).
 fn late_root(rel: &Path) -> Option<std::path::PathBuf> {
     let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
     let name = *parts.last()?;
@@ -260,7 +260,7 @@ fn late_root(rel: &Path) -> Option<std::path::PathBuf> {
         return None;
     }
     match parts.as_slice() {
-        ["lib", python, dir @ ("site-packages" | "lib-dynload"), _, ..]
+        ["lib", python, dir @ ("site-packages" | "dist-packages" | "lib-dynload"), _, ..]
             if python.starts_with("python") =>
         {
             Some(["lib", python, dir].iter().collect())
@@ -749,6 +749,10 @@ mod tests {
         assert_eq!(
             root("lib/python3.8/lib-dynload/math.cpython-38-x86_64-linux-gnu.so").as_deref(),
             Some("lib/python3.8/lib-dynload")
+        );
+        assert_eq!(
+            root("lib/python3/dist-packages/click/core.pyc").as_deref(),
+            Some("lib/python3/dist-packages")
         );
         assert_eq!(root("app/app.pyc").as_deref(), Some("app"));
         assert_eq!(root("share/pyshrink/cacert.pem").as_deref(), Some("share"));
