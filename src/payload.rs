@@ -436,39 +436,29 @@ fn append_pax(builder: &mut tar::Builder<Vec<u8>>, records: &[(&str, String)]) -
 /// their own: the same bytes in less time.
 pub fn compress_archive(a: &Archive, level: i32) -> Result<(Vec<u8>, u64, u64)> {
     let parts = [&a.tar[..a.split], &a.tar[a.split..a.late], &a.tar[a.late..]];
-    let frames: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .iter()
-            .filter(|p| !p.is_empty())
-            .map(|p| s.spawn(move || compress(p, level)))
+    let frames: Vec<(usize, Result<Vec<u8>>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..parts.len())
+            .filter(|&i| !parts[i].is_empty())
+            .map(|i| (i, s.spawn(move || compress(parts[i], level))))
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .map(|(i, h)| {
+                let frame = h
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (i, frame)
             })
             .collect()
     });
-    let mut starts = Vec::new();
+    // Where each part's frame starts; an empty part has none (0).
+    let mut starts = [0u64; 3];
     let mut out = Vec::new();
-    for frame in frames {
-        starts.push(out.len() as u64);
+    for (i, frame) in frames {
+        starts[i] = out.len() as u64;
         out.extend_from_slice(&frame?);
     }
-    // Which frames there are follows from which parts are empty (the first never is).
-    let mut at = starts.into_iter().skip(1);
-    let second = if parts[1].is_empty() {
-        0
-    } else {
-        at.next().unwrap_or(0)
-    };
-    let late = if parts[2].is_empty() {
-        0
-    } else {
-        at.next().unwrap_or(0)
-    };
-    Ok((out, second, late))
+    Ok((out, starts[1], starts[2]))
 }
 
 /// One zstd frame with the content size and checksum recorded.
@@ -744,18 +734,24 @@ mod tests {
     #[test]
     fn only_what_the_interpreter_does_not_read_while_starting_may_come_late() {
         let root = |p: &str| late_root(Path::new(p)).map(|r| r.to_string_lossy().into_owned());
-        let sp = "lib/python3.11/site-packages";
-        assert_eq!(root(&format!("{sp}/click/core.pyc")).as_deref(), Some(sp));
-        assert_eq!(
-            root("lib/python3.8/lib-dynload/math.cpython-38-x86_64-linux-gnu.so").as_deref(),
-            Some("lib/python3.8/lib-dynload")
-        );
-        assert_eq!(
-            root("lib/python3/dist-packages/click/core.pyc").as_deref(),
-            Some("lib/python3/dist-packages")
-        );
-        assert_eq!(root("app/app.pyc").as_deref(), Some("app"));
-        assert_eq!(root("share/pyshrink/cacert.pem").as_deref(), Some("share"));
+        for (late, dir) in [
+            (
+                "lib/python3.11/site-packages/click/core.pyc",
+                "lib/python3.11/site-packages",
+            ),
+            (
+                "lib/python3.8/lib-dynload/math.cpython-38-x86_64-linux-gnu.so",
+                "lib/python3.8/lib-dynload",
+            ),
+            (
+                "lib/python3/dist-packages/click/core.pyc",
+                "lib/python3/dist-packages",
+            ),
+            ("app/app.pyc", "app"),
+            ("share/pyshrink/cacert.pem", "share"),
+        ] {
+            assert_eq!(root(late).as_deref(), Some(dir), "{late}");
+        }
         for early in [
             "lib/libpython3.11.so.1.0",
             "lib/python311.zip",

@@ -320,11 +320,7 @@ pub fn payload_parts<'a>(
     }
     let first_end = if second == 0 { early_end } else { second };
     let section = Section::new(fd, t.payload_offset(), first_end, Some(verifier));
-    let first = if first_end == len {
-        ArchiveReader::new(Decoded::new(section))
-    } else {
-        ArchiveReader::part(Decoded::new(section))
-    };
+    let first = section_archive(section, first_end == len);
     let at = |from: u64, to: u64| (t.payload_offset() + from, to - from);
     let second = (second != 0).then(|| at(second, early_end));
     let late = (late != 0).then(|| at(late, len));
@@ -333,7 +329,12 @@ pub fn payload_parts<'a>(
 
 /// The archive of one frame at `span`; `last` when it holds the end of the archive.
 pub fn frame_archive<'a>(fd: &'a sys::Fd, span: Span, last: bool) -> ArchiveReader<Decoded<'a>> {
-    let decoded = Decoded::new(Section::new(fd, span.0, span.1, None));
+    section_archive(Section::new(fd, span.0, span.1, None), last)
+}
+
+/// The archive in `section`'s frames; `last` when they hold the end of the archive.
+fn section_archive(section: Section<'_>, last: bool) -> ArchiveReader<Decoded<'_>> {
+    let decoded = Decoded::new(section);
     if last {
         ArchiveReader::new(decoded)
     } else {
