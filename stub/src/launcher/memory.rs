@@ -181,7 +181,6 @@ impl ZipWriter {
     }
 }
 
-/// Reads entry data until `buf` is full or the entry ends.
 /// Every entry of `archive` into the zip, or into a memory file of its own ([`separate`]).
 fn take<S: Source>(
     archive: &mut ArchiveReader<S>,
@@ -215,6 +214,7 @@ fn take<S: Source>(
     }
 }
 
+/// Reads entry data until `buf` is full or the entry ends.
 fn fill<S: Source>(archive: &mut ArchiveReader<S>, buf: &mut [u8], exe: &[u8]) -> usize {
     let mut n = 0;
     while n < buf.len() {
