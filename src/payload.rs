@@ -61,10 +61,8 @@ struct File {
     words: Option<Segment>,
     /// Estimated cost of unpacking it (see [`COST_PER_MB`]).
     cost: f64,
-    /// Unpacked on the launcher's second thread.
-    second: bool,
-    /// Unpacked while the interpreter starts.
-    late: bool,
+    /// The frame it is unpacked from.
+    part: Part,
 }
 
 /// Tars every regular file (and empty directory) under `stage` with fixed mtime, owner and modes
@@ -131,8 +129,7 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             relocations,
             words,
             cost: 0.0,
-            second: false,
-            late: false,
+            part: Part::First,
         });
     }
 
@@ -146,7 +143,7 @@ pub fn archive(stage: &Path) -> Result<Archive> {
     };
     // The interpreter's start lists these directories (`site`, the exec_prefix landmark), so they
     // are made before it starts even when all their files come late.
-    for f in files.iter().filter(|f| f.late) {
+    for f in files.iter().filter(|f| f.part == Part::Late) {
         let root = late_root(&f.rel).expect("late files are under a late root");
         if !empty_dirs.contains(&root) {
             empty_dirs.push(root);
@@ -169,7 +166,7 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             Part::Second => split = builder.get_ref().len(),
             Part::Late => late_at = builder.get_ref().len(),
         }
-        for f in files.iter().filter(|f| f.part() == part) {
+        for f in files.iter().filter(|f| f.part == part) {
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(f.data.len() as u64);
@@ -210,21 +207,15 @@ pub fn archive(stage: &Path) -> Result<Archive> {
     })
 }
 
+/// The frames of the payload, in order.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
+    /// Unpacked by the launcher's first thread, which also computes the content hash.
     First,
+    /// Unpacked on the launcher's second thread ([`choose_second`]).
     Second,
+    /// Unpacked while the interpreter starts ([`choose_late`]).
     Late,
-}
-
-impl File {
-    fn part(&self) -> Part {
-        match (self.late, self.second) {
-            (true, _) => Part::Late,
-            (false, true) => Part::Second,
-            (false, false) => Part::First,
-        }
-    }
 }
 
 /// Sets each file's unpacking cost; returns the payload's estimated compressed size.
@@ -285,7 +276,7 @@ fn choose_late(files: &mut [File]) -> usize {
         return 0;
     }
     for &i in &chosen {
-        files[i].late = true;
+        files[i].part = Part::Late;
     }
     chosen.len()
 }
@@ -295,13 +286,17 @@ fn choose_late(files: &mut [File]) -> usize {
 /// payload (`compressed`, estimated). Late files take no part. Returns how many were marked.
 fn choose_second(files: &mut [File], compressed: f64) -> usize {
     const MB: f64 = 1e6;
-    let total: f64 = files.iter().filter(|f| !f.late).map(|f| f.cost).sum();
+    let total: f64 = files
+        .iter()
+        .filter(|f| f.part != Part::Late)
+        .map(|f| f.cost)
+        .sum();
     let hash = compressed / MB * HASH_COST_PER_MB_COMPRESSED;
     // The slower of the two threads, if the second one unpacks `second` worth.
     let slower = |second: f64| second.max(total - second + hash);
     let target = (total + hash) / 2.0;
     let mut elf: Vec<usize> = (0..files.len())
-        .filter(|&i| !files[i].late && files[i].data.starts_with(b"\x7fELF"))
+        .filter(|&i| files[i].part != Part::Late && files[i].data.starts_with(b"\x7fELF"))
         .collect();
     elf.sort_by(|&a, &b| files[b].cost.total_cmp(&files[a].cost).then(a.cmp(&b)));
     // Two greedy passes, biggest first: one takes a file when it brings the second part closer
@@ -329,7 +324,7 @@ fn choose_second(files: &mut [File], compressed: f64) -> usize {
         closer
     };
     for &i in &chosen {
-        files[i].second = true;
+        files[i].part = Part::Second;
     }
     chosen.len()
 }
@@ -663,15 +658,22 @@ mod tests {
             relocations: None,
             words: None,
             cost: 0.0,
-            second: false,
-            late: false,
+            part: Part::First,
         }
     }
 
     /// (second thread, first thread with the hash), in estimated microseconds.
     fn loads(files: &[File]) -> (f64, f64) {
-        let second: f64 = files.iter().filter(|f| f.second).map(|f| f.cost).sum();
-        let first: f64 = files.iter().filter(|f| !f.second).map(|f| f.cost).sum();
+        let second: f64 = files
+            .iter()
+            .filter(|f| f.part == Part::Second)
+            .map(|f| f.cost)
+            .sum();
+        let first: f64 = files
+            .iter()
+            .filter(|f| f.part != Part::Second)
+            .map(|f| f.cost)
+            .sum();
         let compressed: f64 = files
             .iter()
             .map(|f| zstd::bulk::compress(&f.data, 3).unwrap().len() as f64)
@@ -704,7 +706,7 @@ mod tests {
         assert!(choose_second(&mut files, compressed) > 0);
         assert!(files
             .iter()
-            .all(|f| !f.second || f.data.starts_with(b"\x7fELF")));
+            .all(|f| f.part != Part::Second || f.data.starts_with(b"\x7fELF")));
         let (second, first) = loads(&files);
         let smallest_elf = files
             .iter()
@@ -726,7 +728,10 @@ mod tests {
         ];
         let compressed = estimate_costs(&mut files);
         assert_eq!(choose_second(&mut files, compressed), 1);
-        assert!(files[0].second, "the biggest file is the second thread's");
+        assert!(
+            files[0].part == Part::Second,
+            "the biggest file is the second thread's"
+        );
         let (second, first) = loads(&files);
         assert!(second > first, "{second:.0} > {first:.0}");
     }
@@ -780,15 +785,19 @@ mod tests {
         }
         estimate_costs(&mut files);
         assert!(choose_late(&mut files) > 0);
-        let late: f64 = files.iter().filter(|f| f.late).map(|f| f.cost).sum();
+        let late: f64 = files
+            .iter()
+            .filter(|f| f.part == Part::Late)
+            .map(|f| f.cost)
+            .sum();
         assert!(
             (LATE_BUDGET / 2.0..=LATE_BUDGET).contains(&late),
             "{late:.0} us"
         );
-        assert!(!files[0].late);
+        assert!(files[0].part != Part::Late);
         assert!(files
             .iter()
-            .any(|f| !f.late && f.rel.starts_with("lib/python3.11")));
+            .any(|f| f.part != Part::Late && f.rel.starts_with("lib/python3.11")));
 
         let mut small = vec![
             file("lib/libpython.so", 6 << 20, true),
@@ -796,7 +805,7 @@ mod tests {
         ];
         estimate_costs(&mut small);
         assert_eq!(choose_late(&mut small), 0);
-        assert!(small.iter().all(|f| !f.late));
+        assert!(small.iter().all(|f| f.part != Part::Late));
     }
 
     /// The entries of a run of frames: (path, is a directory).
