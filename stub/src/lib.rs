@@ -68,6 +68,15 @@ pub mod exit {
     pub const UNSUPPORTED_VERSION: i32 = 113;
     pub const NOT_A_BUNDLE: i32 = 114;
     pub const NO_EXTRACT_DIR: i32 = 115;
-    pub const IO: i32 = 116;
+    pub const IO: i32 = crate::io_status!();
     pub const EXEC: i32 = 117;
+}
+
+/// [`exit::IO`] as a literal, for the launcher's start-up code (`concat!`).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! io_status {
+    () => {
+        116
+    };
 }

@@ -28,7 +28,7 @@ pub enum Role<'a> {
 /// that says when the late frame is unpacked (empty: it is), app args.
 /// First it imports from the stdlib zip faster (`ZIPIMPORT_MODULE`). Then it waits for the late
 /// frame: until then the directories the files go to may have been listed without them, so the
-/// path finders forget what they listed. Exit status 116 is `exit::IO`.
+/// path finders forget what they listed.
 const BOOT: &str = concat!(
     "def _pyshrink_main():
     import sys
@@ -48,9 +48,13 @@ const BOOT: &str = concat!(
         done = os.read(int(late), 1)
         os.close(int(late))
         if done != b'1':
-            sys.stderr.write('pyshrink: error: the bundle was not completely unpacked; '
-                             'nothing was run\\n\\nhint: run it again\\n')
-            raise SystemExit(116)
+            sys.stderr.write('''pyshrink: error: ",
+    late_frame_failed!(),
+    "
+''')
+            raise SystemExit(",
+    crate::io_status!(),
+    ")
         from _frozen_importlib_external import FileFinder
         for f in sys.path_importer_cache.values():
             if isinstance(f, FileFinder):

@@ -570,7 +570,7 @@ fn in_background(job: impl FnOnce()) -> Option<sys::Fd> {
                 Err(_) => {
                     let mut byte = [0u8];
                     if sys::read(&done, &mut byte) != Ok(1) || byte != *b"1" {
-                        super::die(exit::IO, &[b"the bundle was not completely unpacked"]);
+                        super::die(exit::IO, &[late_frame_failed!().as_bytes()]);
                     }
                     None
                 }
