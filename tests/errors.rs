@@ -67,6 +67,24 @@ fn bad_inputs_give_one_clear_error() {
     );
     assert!(err.contains("/bin/true"), "{err}");
 
+    let not_executable = dir.path().join("python3");
+    std::fs::write(&not_executable, "not a program\n").unwrap();
+    let err = bundle_err(
+        &[
+            hello.as_os_str(),
+            "--python".as_ref(),
+            not_executable.as_os_str(),
+        ],
+        &out,
+    );
+    assert!(
+        err.contains(&format!(
+            "interpreter `{}` cannot be run: Permission denied",
+            not_executable.display()
+        )) && err.contains("hint: pass --python"),
+        "{err}"
+    );
+
     let err = bundle_err(
         &[
             hello.as_os_str(),

@@ -175,7 +175,12 @@ fn ask(python: &Path, request: &serde_json::Value) -> Result<serde_json::Value> 
         .arg(script.path())
         .arg(request.to_string())
         .output()
-        .with_context(|| format!("failed to run interpreter `{}`", python.display()))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "interpreter `{}` cannot be run: {e}\n\nhint: pass --python with a CPython 3.8+ executable",
+                python.display()
+            )
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last = stderr.trim().lines().last().unwrap_or("").to_string();
