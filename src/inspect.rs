@@ -20,6 +20,8 @@ pub struct FileInfo {
     pub path: String,
     pub size: u64,
     pub est_compressed: u64,
+    /// The earlier file with the same bytes, stored once for both.
+    pub same_as: Option<String>,
 }
 
 /// Reads a bundle and describes it as JSON (the text output is rendered from the same value).
@@ -41,8 +43,28 @@ pub fn inspect(path: &Path) -> Result<Value> {
         .next_entry()
         .map_err(|e| anyhow::anyhow!("payload archive: {e}"))?
     {
-        let EntryKind::File { size, .. } = entry.kind else {
-            continue;
+        let size = match entry.kind {
+            EntryKind::Dir { .. } => continue,
+            EntryKind::File { size, .. } => size,
+            EntryKind::Link { target } => {
+                let size = files
+                    .iter()
+                    .find(|f: &&FileInfo| f.path == target)
+                    .map(|f| f.size)
+                    .with_context(|| {
+                        format!(
+                            "payload archive: `{}` links to a missing `{target}`",
+                            entry.path
+                        )
+                    })?;
+                files.push(FileInfo {
+                    path: entry.path,
+                    size,
+                    est_compressed: 0,
+                    same_as: Some(target),
+                });
+                continue;
+            }
         };
         let mut data = Vec::with_capacity(size.min(1 << 26) as usize);
         let mut buf = vec![0u8; 64 * 1024];
@@ -65,6 +87,7 @@ pub fn inspect(path: &Path) -> Result<Value> {
             path: entry.path,
             size,
             est_compressed: est,
+            same_as: None,
         });
     }
     files.sort_by(|a, b| b.size.cmp(&a.size).then(a.path.cmp(&b.path)));
@@ -79,12 +102,16 @@ pub fn inspect(path: &Path) -> Result<Value> {
         .iter()
         .map(|f| {
             let share = f.est_compressed as f64 / est_total as f64;
-            json!({
+            let mut file = json!({
                 "path": f.path,
                 "size": f.size,
                 "compressed_estimate": (share * payload_len as f64).round() as u64,
                 "share": (share * 10000.0).round() / 10000.0,
-            })
+            });
+            if let Some(target) = &f.same_as {
+                file["same_as"] = json!(target);
+            }
+            file
         })
         .collect();
     Ok(json!({
@@ -149,9 +176,13 @@ pub fn render(v: &Value, top: usize) -> String {
         mb(n("unpacked_size"))
     );
     for f in files.iter().take(top) {
+        let same = match f["same_as"].as_str() {
+            Some(target) => format!(" (same bytes as {target}, stored once)"),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  {:>10}  {:>10}  {:>5.1}%  {}",
+            "  {:>10}  {:>10}  {:>5.1}%  {}{same}",
             mb(f["size"].as_u64().unwrap_or(0)),
             mb(f["compressed_estimate"].as_u64().unwrap_or(0)),
             f["share"].as_f64().unwrap_or(0.0) * 100.0,

@@ -48,6 +48,10 @@ const HASH_COST_PER_MB_COMPRESSED: f64 = 600.0;
 const LATE_BUDGET: f64 = 10_000.0;
 const LATE_MIN: f64 = 2_000.0;
 
+/// Smaller files are stored as they are, even when another file has the same bytes: a copy
+/// within zstd's window costs the payload only a few bytes, and each keeps an inode of its own.
+const SHARED_MIN: usize = 4096;
+
 /// A file to archive, its code range already filtered.
 struct File {
     rel: std::path::PathBuf,
@@ -63,6 +67,9 @@ struct File {
     cost: f64,
     /// The frame it is unpacked from.
     part: Part,
+    /// The earlier file with the same bytes and mode: this one is archived as a hard link to it,
+    /// in the same frame, and its `data` is left empty.
+    same_as: Option<usize>,
 }
 
 /// Tars every regular file (and empty directory) under `stage` with fixed mtime, owner and modes
@@ -130,9 +137,11 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             words,
             cost: 0.0,
             part: Part::First,
+            same_as: None,
         });
     }
 
+    store_once(&mut files);
     let compressed = estimate_costs(&mut files);
     let late = choose_late(&mut files);
     let total_len: u64 = files.iter().map(|f| f.data.len() as u64).sum();
@@ -141,6 +150,11 @@ pub fn archive(stage: &Path) -> Result<Archive> {
     } else {
         0
     };
+    for i in 0..files.len() {
+        if let Some(first) = files[i].same_as {
+            files[i].part = files[first].part;
+        }
+    }
     // The interpreter's start lists these directories (`site`, the exec_prefix landmark), so they
     // are made before it starts even when all their files come late.
     for f in files.iter().filter(|f| f.part == Part::Late) {
@@ -167,6 +181,17 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             Part::Late => late_at = builder.get_ref().len(),
         }
         for f in files.iter().filter(|f| f.part == part) {
+            if let Some(first) = f.same_as {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_size(0);
+                header.set_mode(if f.exec { 0o755 } else { 0o644 });
+                header.set_mtime(0);
+                builder
+                    .append_link(&mut header, &f.rel, &files[first].rel)
+                    .with_context(|| format!("failed to archive `{}`", f.rel.display()))?;
+                continue;
+            }
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(f.data.len() as u64);
@@ -218,11 +243,39 @@ enum Part {
     Late,
 }
 
+/// Marks each file of at least [`SHARED_MIN`] bytes whose bytes and mode equal an earlier
+/// file's as the same file, and drops its copy of the bytes. (The filters are a function of the
+/// bytes, so equal inputs stay equal.)
+fn store_once(files: &mut [File]) {
+    let mut first: std::collections::HashMap<(bool, [u8; 32]), usize> = Default::default();
+    for i in 0..files.len() {
+        let f = &files[i];
+        if f.data.len() < SHARED_MIN {
+            continue;
+        }
+        let key = (f.exec, sha2::Sha256::digest(&f.data).into());
+        match first.get(&key) {
+            Some(&j) if files[j].data == files[i].data => {
+                files[i].same_as = Some(j);
+                files[i].data = Vec::new();
+            }
+            Some(_) => {}
+            None => {
+                first.insert(key, i);
+            }
+        }
+    }
+}
+
 /// Sets each file's unpacking cost; returns the payload's estimated compressed size.
 fn estimate_costs(files: &mut [File]) -> f64 {
     const MB: f64 = 1e6;
     let mut compressed = 0.0;
     for f in files.iter_mut() {
+        if f.same_as.is_some() {
+            f.cost = COST_PER_FILE;
+            continue;
+        }
         let c = zstd::bulk::compress(&f.data, 3).map_or(f.data.len(), |c| c.len()) as f64;
         compressed += c;
         let code = f.code.map_or(0, |(_, len)| len) as f64;
@@ -264,10 +317,18 @@ fn late_root(rel: &Path) -> Option<std::path::PathBuf> {
 /// Marks files for the late frame, in path order while they fit [`LATE_BUDGET`]; none when they
 /// would come to less than [`LATE_MIN`]. Returns how many were marked.
 fn choose_late(files: &mut [File]) -> usize {
+    // A file stays early when a file with its bytes must (the two share one frame).
+    let mut early = vec![false; files.len()];
+    for f in files.iter() {
+        if let Some(first) = f.same_as.filter(|_| late_root(&f.rel).is_none()) {
+            early[first] = true;
+        }
+    }
     let mut sum = 0.0;
     let mut chosen = Vec::new();
     for (i, f) in files.iter().enumerate() {
-        if late_root(&f.rel).is_some() && sum + f.cost <= LATE_BUDGET {
+        let eligible = f.same_as.is_none() && !early[i] && late_root(&f.rel).is_some();
+        if eligible && sum + f.cost <= LATE_BUDGET {
             sum += f.cost;
             chosen.push(i);
         }
@@ -628,6 +689,90 @@ mod tests {
         assert!(read[1].1 == exe, "prog differs after the filters");
     }
 
+    /// The entries of each frame of `a`: (path, what it links to) per part.
+    fn parts(a: &Archive) -> [Vec<(String, Option<String>)>; 3] {
+        let frames = [&a.tar[..a.split], &a.tar[a.split..a.late], &a.tar[a.late..]];
+        frames.map(|frame| {
+            let mut reader = pyshrink_stub::ArchiveReader::part(frame);
+            let mut out = Vec::new();
+            while let Some(e) = reader.next_entry().unwrap() {
+                match e.kind {
+                    pyshrink_stub::EntryKind::Link { target } => out.push((e.path, Some(target))),
+                    pyshrink_stub::EntryKind::File { .. } => out.push((e.path, None)),
+                    pyshrink_stub::EntryKind::Dir { .. } => {}
+                }
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn files_with_the_same_bytes_and_mode_are_stored_once_in_one_frame() {
+        let stage = tempfile::tempdir().unwrap();
+        let put = |rel: &str, bytes: &[u8], mode: u32| {
+            let path = stage.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, bytes).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let site = "lib/python3.11/site-packages/pkg";
+        let shared = data(8192, false, 1);
+        put("app/a.dat", &shared, 0o644);
+        put("app/b.dat", &shared, 0o644);
+        put("app/run.dat", &shared, 0o755);
+        put("app/small1", b"same small bytes", 0o644);
+        put("app/small2", b"same small bytes", 0o644);
+        // A late-frame candidate whose twin must be there before the interpreter starts.
+        let lib = data(300_000, false, 2);
+        put(&format!("{site}/twin.bin"), &lib, 0o644);
+        put("lib/zz-twin.bin", &lib, 0o644);
+        // Enough site-packages data for a late frame, and ELF files for a second one.
+        put(
+            &format!("{site}/big.bin"),
+            &data(3_000_000, false, 3),
+            0o644,
+        );
+        let elf = data(2_000_000, true, 4);
+        put("lib/libone.so", &elf, 0o755);
+        put("lib/libtwo.so", &elf, 0o755);
+        put("lib/libother.so", &data(2_500_000, true, 5), 0o755);
+        let a = archive(stage.path()).unwrap();
+        let [first, second, late] = parts(&a);
+        let all: Vec<_> = first.iter().chain(&second).chain(&late).collect();
+        let link = |path: &str| {
+            all.iter()
+                .find(|(p, _)| p == path)
+                .unwrap_or_else(|| panic!("{path} not archived"))
+                .1
+                .clone()
+        };
+        assert_eq!(link("app/b.dat").as_deref(), Some("app/a.dat"));
+        assert_eq!(link("app/run.dat"), None, "another mode is another file");
+        assert_eq!(
+            link("app/small2"),
+            None,
+            "small files are stored as they are"
+        );
+        assert_eq!(link("lib/libtwo.so").as_deref(), Some("lib/libone.so"));
+        assert_eq!(
+            link("lib/zz-twin.bin").as_deref(),
+            Some(&*format!("{site}/twin.bin"))
+        );
+        assert!(late.iter().any(|(p, _)| p.ends_with("big.bin")), "{late:?}");
+        assert!(!second.is_empty(), "no second frame");
+        // Each link follows its target in the same frame.
+        for frame in [&first, &second, &late] {
+            for (i, (path, target)) in frame.iter().enumerate() {
+                if let Some(target) = target {
+                    assert!(
+                        frame[..i].iter().any(|(p, t)| p == target && t.is_none()),
+                        "{path} links to {target}, not earlier in its frame"
+                    );
+                }
+            }
+        }
+    }
+
     /// `len` bytes that compress about 2:1, starting with the ELF magic when `elf`.
     fn data(len: usize, elf: bool, seed: u32) -> Vec<u8> {
         let mut x = seed.wrapping_mul(2_654_435_761).max(1);
@@ -659,6 +804,7 @@ mod tests {
             words: None,
             cost: 0.0,
             part: Part::First,
+            same_as: None,
         }
     }
 

@@ -816,6 +816,147 @@ fn requirements_errors() {
     assert!(!out.exists());
 }
 
+/// Files with the same bytes are stored once: each more copy adds a link, not its bytes, and
+/// every name reads back whole, unpacked to disk (checked again by `PYSHRINK_VERIFY=1`) and in
+/// the memory runtime, which keeps ELF files apart from the rest. `inspect` names the file each
+/// copy shares its bytes with.
+#[test]
+fn identical_files_are_stored_once() {
+    use sha2::Digest;
+    let python = default_python();
+    println!("interpreter: {}", python.display());
+    let dir = tempdir();
+    // Incompressible, so that a stored copy shows in the bundle's size.
+    let noise = |seed: u64| -> Vec<u8> {
+        let mut x = seed;
+        (0..1_500_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let (blob, other) = (noise(7), noise(8));
+    let elf = std::fs::read(&python).unwrap();
+    let deep = format!("deep/{}", "d".repeat(110));
+    let three = format!("{deep}/three.bin");
+    let names = [
+        "one.bin",
+        "two.bin",
+        &three,
+        "other.bin",
+        "tool-a",
+        "tool-b",
+    ];
+    let app = dir.path().join("reader.py");
+    std::fs::write(
+        &app,
+        format!(
+            "import hashlib, os\nhere = os.path.join(os.path.dirname(__file__), 'assets')\n\
+             for p in {names:?}:\n\
+             \x20   data = open(os.path.join(here, p), 'rb').read()\n\
+             \x20   print(p, len(data), hashlib.sha256(data).hexdigest()[:16])\n"
+        ),
+    )
+    .unwrap();
+    let build = |name: &str, copies: &[(&str, &[u8])]| -> PathBuf {
+        let assets = dir.path().join(format!("{name}-assets"));
+        std::fs::create_dir_all(assets.join(&deep)).unwrap();
+        for (path, bytes) in copies {
+            std::fs::write(assets.join(path), bytes).unwrap();
+        }
+        bundle_with(
+            &[
+                app.to_str().unwrap(),
+                "--python",
+                python.to_str().unwrap(),
+                "--include-data",
+                &format!("{}:assets", assets.display()),
+            ],
+            &dir.path().join(name),
+        )
+    };
+    let once = build(
+        "once",
+        &[("one.bin", &blob), ("other.bin", &other), ("tool-a", &elf)],
+    );
+    let copies: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(|&n| match n {
+            "other.bin" => (n, &other[..]),
+            n if n.starts_with("tool") => (n, &elf[..]),
+            n => (n, &blob[..]),
+        })
+        .collect();
+    let thrice = build("thrice", &copies);
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let grown = size(&thrice) - size(&once);
+    assert!(
+        grown < 16 * 1024,
+        "three more copies (3 MB and an ELF file) added {grown} bytes"
+    );
+
+    // The bundler strips the ELF file's debug information, so its copies are compared with
+    // each other; the rest with the bytes bundled.
+    let digest = |bytes: &[u8]| -> String {
+        sha2::Sha256::digest(bytes)[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let root = Root::new(&thrice);
+    for (what, extra) in [
+        ("first start", &[][..]),
+        ("verified start", &["--setenv", "PYSHRINK_VERIFY", "1"][..]),
+        (
+            "memory runtime",
+            &["--setenv", "PYSHRINK_RUNTIME", "memory"][..],
+        ),
+    ] {
+        let o = root.command(true, extra, &[]).output().unwrap();
+        assert_code(&o, 0, what);
+        assert!(
+            !stderr(&o).contains("does not match"),
+            "{what}: {}",
+            stderr(&o)
+        );
+        let out = stdout(&o);
+        let read: HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once(' ')).collect();
+        assert_eq!(read.len(), names.len(), "{what}: {out}");
+        for (name, bytes) in &copies {
+            if !name.starts_with("tool") {
+                let want = format!("{} {}", bytes.len(), digest(bytes));
+                assert_eq!(read[name], want, "{what}: {name}");
+            }
+        }
+        assert_eq!(read["tool-a"], read["tool-b"], "{what}");
+    }
+
+    let files = inspect_json(&thrice)["files"].as_array().unwrap().clone();
+    let same_as = |name: &str| {
+        let path = format!("app/assets/{name}");
+        files
+            .iter()
+            .find(|f| f["path"] == path.as_str())
+            .unwrap_or_else(|| panic!("{path} not listed"))["same_as"]
+            .as_str()
+            .map(|s| s.trim_start_matches("app/assets/").to_string())
+    };
+    // The first copy in path order holds the bytes.
+    for (name, first) in [
+        (three.as_str(), None),
+        ("one.bin", Some(three.as_str())),
+        ("two.bin", Some(three.as_str())),
+        ("other.bin", None),
+        ("tool-a", None),
+        ("tool-b", Some("tool-a")),
+    ] {
+        assert_eq!(same_as(name).as_deref(), first, "{name}");
+    }
+}
+
 /// --include-data copies files and directories next to the app, where `__file__` finds them.
 #[test]
 fn include_data_lands_next_to_the_app() {

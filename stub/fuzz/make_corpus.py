@@ -3,8 +3,8 @@
 `Trailer::encode`, see README.md). Deterministic: fixed mtimes, owners and order, so a rerun
 rewrites the same bytes.
 
-The tar seeds cover what the bundler writes (GNU headers, long names) and what a hostile archive
-holds (links, devices, `..`, absolute paths), from GNU tar and from Python's tarfile, which
+The tar seeds cover what the bundler writes (GNU headers, long names, hard links to an earlier
+file) and what a hostile archive holds (links out of the root, devices, `..`, absolute paths), from GNU tar and from Python's tarfile, which
 writes any name and type it is given."""
 
 import io
@@ -124,6 +124,14 @@ def main():
         ]),
         "seed-hardlink.tar": tarfile_archive([
             ("hard", tarfile.LNKTYPE, b"", {"linkname": "/etc/shadow"}),
+        ]),
+        # What the bundler writes for a file with the same bytes as an earlier one, a GNU `K`
+        # record for a long target; then what it never writes: a link to a link, to a directory.
+        "seed-hardlink-inside.tar": tarfile_archive([
+            (long_dir + "/libz.so.1", F, b"\x7fELF" + bytes(600), {}),
+            ("lib/libz.so", tarfile.LNKTYPE, b"", {"linkname": long_dir + "/libz.so.1"}),
+            ("lib/again", tarfile.LNKTYPE, b"", {"linkname": "lib/libz.so"}),
+            ("lib/dir", tarfile.LNKTYPE, b"", {"linkname": "lib"}),
         ]),
         "seed-dotdot.tar": tarfile_archive([
             ("../escape.txt", F, b"out\n", {}),

@@ -1,11 +1,15 @@
 //! The payload archive: the subset of tar the bundler writes, read in a stream.
 //!
 //! The bundler writes GNU tar headers (the `tar` crate, with fixed mtimes and owners); this reader
-//! accepts regular files and directories, GNU long names (`L`) and pax `path` records, and refuses
-//! everything else: links of either kind (the bundler stores files, never links, so no chain of
-//! links can lead out of the extraction root), device files, FIFOs, absolute paths and `..`. It never trusts a header field
+//! accepts regular files, directories and hard links, GNU long names (`L`, `K`) and pax `path` and
+//! `linkpath` records, and refuses everything else: symbolic links (so no path can lead out of the
+//! extraction root), device files, FIFOs, absolute paths and `..`. It never trusts a header field
 //! without a bound: names are capped, sizes are parsed with overflow checks, checksums verified.
 //! See POSIX.1-2017 `pax` "ustar Interchange Format" for the header layout.
+//!
+//! The bundler stores a file's bytes once: a file with the same bytes and mode as an earlier one
+//! of the same frame is a hard link to it. Readers resolve the link to that earlier file; one
+//! whose target is not an earlier file of the frame is corrupt.
 //!
 //! Three pax records are pyshrink's own. `PYSHRINK.x86=START,LEN` says that bytes
 //! `START..START+LEN` of the file went through the [`crate::x86`] code filter;
@@ -54,8 +58,17 @@ impl Source for &[u8] {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
-    File { mode: u32, size: u64 },
-    Dir { mode: u32 },
+    File {
+        mode: u32,
+        size: u64,
+    },
+    Dir {
+        mode: u32,
+    },
+    /// The same file as `target`, an earlier file of the frame (checked by [`check_path`]).
+    Link {
+        target: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,13 +262,14 @@ impl<S: Source> ArchiveReader<S> {
         self.code = None;
         self.rela = None;
         let mut long_name: Option<String> = None;
+        let mut long_link: Option<String> = None;
         let mut code: Option<(u64, u64)> = None;
         let mut relocations: Option<(u64, u64)> = None;
         let mut words: Option<[u64; 3]> = None;
         loop {
             let mut h = [0u8; BLOCK];
             let first = self.src.read(&mut h)?;
-            if first == 0 && self.part && long_name.is_none() {
+            if first == 0 && self.part && long_name.is_none() && long_link.is_none() {
                 self.done = true;
                 return Ok(None);
             }
@@ -272,11 +286,14 @@ impl<S: Source> ArchiveReader<S> {
             let mode = parse_octal(&h[100..108])? as u32 & 0o7777;
             match h[156] {
                 b'L' => long_name = Some(text(self.read_member(size, MAX_PATH as u64)?)?),
+                b'K' => long_link = Some(text(self.read_member(size, MAX_PATH as u64)?)?),
                 b'x' => {
                     let pax = self.read_member(size, MAX_PAX)?;
                     for (key, value) in pax_records(&pax)? {
                         if key == "path" {
                             long_name = Some(text(value.into())?);
+                        } else if key == "linkpath" {
+                            long_link = Some(text(value.into())?);
                         } else if key == PAX_X86 {
                             code = Some(parse_range(value)?);
                         } else if key == PAX_RELA {
@@ -291,16 +308,33 @@ impl<S: Source> ArchiveReader<S> {
                 b'g' => {
                     self.read_member(size, MAX_PAX)?;
                 }
-                kind @ (b'0' | 0 | b'5') => {
+                kind @ (b'0' | 0 | b'5' | b'1') => {
                     let raw = match long_name.take() {
                         Some(name) => name,
                         None => header_name(&h)?,
                     };
                     let path = String::from(raw.trim_end_matches('/'));
                     check_path(&path)?;
+                    if long_link.is_some() && kind != b'1' {
+                        return Err(corrupt("archive has a link name on a file or directory"));
+                    }
+                    let filtered = code.is_some() || relocations.is_some() || words.is_some();
                     let kind = match kind {
-                        b'5' if code.is_some() || relocations.is_some() || words.is_some() => {
-                            return Err(corrupt("archive has a filter record on a directory"))
+                        b'5' | b'1' if filtered => {
+                            return Err(corrupt(
+                                "archive has a filter record on a directory or link",
+                            ))
+                        }
+                        b'1' => {
+                            let target = match long_link.take() {
+                                Some(target) => target,
+                                None => text(field(&h[157..257]).into())?,
+                            };
+                            check_path(&target)?;
+                            if size != 0 || target == path {
+                                return Err(corrupt("archive has a bad link"));
+                            }
+                            EntryKind::Link { target }
                         }
                         b'5' => {
                             self.skip(size + pad(size))?;
@@ -381,7 +415,7 @@ impl<S: Source> ArchiveReader<S> {
                 }
                 _ => {
                     return Err(corrupt(
-                        "archive entry of a refused type (link, device or fifo)",
+                        "archive entry of a refused type (symbolic link, device or fifo)",
                     ))
                 }
             }
@@ -1080,6 +1114,49 @@ mod tests {
         assert_eq!(got[2].1, b"abc");
     }
 
+    #[test]
+    fn reads_hard_links_with_short_and_long_targets() {
+        let long = "d/".repeat(80) + "file.txt";
+        let record = pax("linkpath", &long);
+        let bytes = archive(&[
+            (header(b"a.txt", b'0', 5, b""), b"hello"),
+            (header(b"b.txt", b'1', 0, b"a.txt"), b""),
+            (
+                header(b"././@LongLink", b'K', long.len() as u64 + 1, b""),
+                format!("{long}\0").as_bytes(),
+            ),
+            (header(b"c.txt", b'1', 0, b"ignored"), b""),
+            (
+                header(b"PaxHeaders/d.txt", b'x', record.len() as u64, b""),
+                &record,
+            ),
+            (header(b"d.txt", b'1', 0, b"ignored"), b""),
+        ]);
+        let got = read_all(&bytes).unwrap();
+        let kinds: Vec<_> = got
+            .iter()
+            .map(|(e, _)| (e.path.as_str(), &e.kind))
+            .collect();
+        let link = |target: &str| EntryKind::Link {
+            target: target.into(),
+        };
+        assert_eq!(
+            kinds,
+            [
+                (
+                    "a.txt",
+                    &EntryKind::File {
+                        mode: 0o644,
+                        size: 5
+                    }
+                ),
+                ("b.txt", &link("a.txt")),
+                ("c.txt", &link(&long)),
+                ("d.txt", &link(&long)),
+            ]
+        );
+    }
+
     /// The entries before a split point end without the end marker; anywhere else but an entry
     /// boundary is still truncation, and a plain reader still wants the marker.
     #[test]
@@ -1116,7 +1193,14 @@ mod tests {
             archive(&[(header(b"a/../../x", b'0', 1, b""), b"x")]),
             archive(&[(header(b"dev", b'3', 0, b""), b"")]),
             archive(&[(header(b"fifo", b'6', 0, b""), b"")]),
-            archive(&[(header(b"hard", b'1', 0, b"x"), b"")]),
+            archive(&[(header(b"hard", b'1', 0, b"../x"), b"")]),
+            archive(&[(header(b"hard", b'1', 0, b"/etc/passwd"), b"")]),
+            archive(&[(header(b"hard", b'1', 0, b"hard"), b"")]),
+            archive(&[(header(b"hard", b'1', 3, b"x"), b"abc")]),
+            archive(&[
+                (header(b"././@LongLink", b'K', 2, b""), b"x\0"),
+                (header(b"f", b'0', 1, b""), b"x"),
+            ]),
             archive(&[(header(b"a/link", b'2', 0, b"../../etc"), b"")]),
             archive(&[(header(b"link", b'2', 0, b"inside"), b"")]),
         ];

@@ -68,6 +68,11 @@ pub fn read_with<S: Source>(
                 assert!(mode <= 0o7777);
                 None
             }
+            pyshrink_stub::EntryKind::Link { ref target } => {
+                check_entry_path(target);
+                assert_ne!(target, &entry.path);
+                Some(0)
+            }
         };
         out.push(Event::Entry(entry));
         if skip_data {

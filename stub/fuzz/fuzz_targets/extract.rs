@@ -2,10 +2,11 @@
 //! `no_std` libc code built only into the stub executable, so this target replays what it does
 //! with each entry against an in-memory directory tree: `mkdirat` of every missing parent
 //! (EEXIST tolerated), `mkdirat` for a directory entry, `openat(O_CREAT | O_EXCL | O_NOFOLLOW)`
-//! for a file, then `bin/python3` and `pyshrink.manifest`. The launcher opens nothing with
-//! O_NOFOLLOW on intermediate components, so its safety rests on what is checked here: every
-//! path resolves lexically inside the extraction root, and nothing but plain files and
-//! directories is ever created there (so no symlink can redirect a later path).
+//! for a file, `linkat` (or, where that fails, a copy) for a hard link, then `bin/python3` and
+//! `pyshrink.manifest`. The launcher opens nothing with O_NOFOLLOW on intermediate components,
+//! so its safety rests on what is checked here: every path, a link's target included, resolves
+//! lexically inside the extraction root, and nothing but plain files, directories and more
+//! names of those files is ever created there (so no symlink can redirect a later path).
 
 #![no_main]
 
@@ -86,6 +87,19 @@ impl Tree {
         self.data.insert(p.clone(), Vec::new());
         Ok(p)
     }
+
+    /// `linkat`, or the copy the launcher falls back to: either needs `target` to be a file and
+    /// `path` to be new.
+    fn link(&mut self, target: &[u8], path: &[u8]) -> Result<(), Refused> {
+        let t = resolve(target);
+        if self.nodes.get(&t) != Some(&Node::File) {
+            return Err(Refused); // ENOENT, or EISDIR once the copy reads a directory
+        }
+        let data = self.data[&t].clone();
+        let p = self.create(path)?;
+        self.data.insert(p, data);
+        Ok(())
+    }
 }
 
 fn parent_of(path: &[u8]) -> &[u8] {
@@ -142,6 +156,7 @@ fn extract<S: Source>(src: S, buf_len: usize) -> (Tree, bool) {
                     }
                     assert_eq!(tree.data[&file].len() as u64, size);
                 }
+                EntryKind::Link { target } => tree.link(target.as_bytes(), path)?,
             }
         }
         make_dirs(&mut tree, b"bin", &mut made)?;

@@ -610,6 +610,36 @@ fn unpack<S: crate::Source>(
                     });
                 }
             }
+            EntryKind::Link { target } => {
+                link(work_fd, target.as_bytes(), path, work_path, &mut buf);
+            }
+        }
+    }
+}
+
+/// `path` as the same file as `target`, unpacked before it: a hard link, or a copy where the
+/// file system has none.
+fn link(work: &sys::Fd, target: &[u8], path: &[u8], work_path: &[u8], buf: &mut [u8]) {
+    if sys::linkat(work, target, path).is_ok() {
+        return;
+    }
+    let fail = |e| -> ! {
+        die_errno(
+            exit::IO,
+            b"failed to create",
+            &sys::join(work_path, path),
+            e,
+        )
+    };
+    let from =
+        sys::openat(work, target, libc::O_RDONLY | libc::O_NOFOLLOW, 0).unwrap_or_else(|e| fail(e));
+    let mode = sys::fstat(&from).unwrap_or_else(|e| fail(e)).st_mode;
+    let out = create(work, path, mode, work_path);
+    loop {
+        match sys::read(&from, buf) {
+            Ok(0) => break,
+            Ok(n) => sys::write_all(out.0, &buf[..n]).unwrap_or_else(|e| fail(e)),
+            Err(e) => fail(e),
         }
     }
 }
@@ -682,8 +712,22 @@ pub fn tree_matches(
     let (mut want, mut have) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
     let mut files: u64 = 2; // the manifest copy and bin/python3
     while let Some(entry) = next_entry(&mut archive, exe) {
-        let EntryKind::File { size, .. } = entry.kind else {
-            continue;
+        let size = match entry.kind {
+            EntryKind::Dir { .. } => continue,
+            EntryKind::File { size, .. } => size,
+            EntryKind::Link { target } => {
+                files += 1;
+                if !same_bytes(
+                    &dir_fd,
+                    target.as_bytes(),
+                    entry.path.as_bytes(),
+                    &mut want,
+                    &mut have,
+                ) {
+                    return false;
+                }
+                continue;
+            }
         };
         files += 1;
         let Ok(f) = sys::openat(
@@ -715,6 +759,31 @@ pub fn tree_matches(
         }
     }
     count_files(&dir_fd) == Some(files)
+}
+
+/// Whether the files `a` and `b` under `dir` (`a` already checked) hold the same bytes.
+fn same_bytes(dir: &sys::Fd, a: &[u8], b: &[u8], buf_a: &mut [u8], buf_b: &mut [u8]) -> bool {
+    let open = |p| sys::openat(dir, p, libc::O_RDONLY | libc::O_NOFOLLOW, 0).ok();
+    let (Some(fa), Some(fb)) = (open(a), open(b)) else {
+        return false;
+    };
+    loop {
+        let n = match sys::read(&fa, buf_a) {
+            Ok(0) => return sys::read(&fb, &mut buf_b[..1]) == Ok(0),
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        let mut got = 0;
+        while got < n {
+            match sys::read(&fb, &mut buf_b[got..n]) {
+                Ok(0) | Err(_) => return false,
+                Ok(m) => got += m,
+            }
+        }
+        if buf_a[..n] != buf_b[..n] {
+            return false;
+        }
+    }
 }
 
 /// Regular files under a directory; `None` if it holds anything but files and directories.

@@ -162,6 +162,48 @@ impl ZipWriter {
         self.central[record + 16..record + 20].copy_from_slice(&crc);
     }
 
+    /// Where the file `name` written before starts, and its size.
+    fn find(&self, name: &[u8]) -> Option<(u64, u64)> {
+        let c = &self.central;
+        let field = |at: usize| u32::from_le_bytes([c[at], c[at + 1], c[at + 2], c[at + 3]]);
+        let mut at = 0;
+        while at + 46 <= c.len() {
+            let len = usize::from(u16::from_le_bytes([c[at + 28], c[at + 29]]));
+            if &c[at + 46..at + 46 + len] == name && !name.ends_with(b"/") {
+                let start = u64::from(field(at + 42)) + 30 + len as u64;
+                return Some((start, u64::from(field(at + 24))));
+            }
+            at += 46 + len;
+        }
+        None
+    }
+
+    /// Adds `name` with the bytes of `target`, a file written before; false when there is none.
+    fn copy(&mut self, target: &[u8], name: &[u8]) -> bool {
+        let Some((mut at, size)) = self.find(target) else {
+            return false;
+        };
+        let end = at + size;
+        let mut chunk = vec![0u8; (size as usize).min(extract::CHUNK)];
+        self.start_file(name, size);
+        while at < end {
+            let mut n = ((end - at) as usize).min(chunk.len());
+            if at >= self.flushed {
+                let i = (at - self.flushed) as usize;
+                chunk[..n].copy_from_slice(&self.buf[i..i + n]);
+            } else {
+                n = n.min((self.flushed - at) as usize);
+                sys::pread_exact(&self.fd, &mut chunk[..n], at).unwrap_or_else(|e| {
+                    die_errno(exit::IO, b"failed to read", b"a memory file", e)
+                });
+            }
+            self.data(&chunk[..n]);
+            at += n as u64;
+        }
+        self.end_file(name.len());
+        true
+    }
+
     fn add(&mut self, name: &[u8], data: &[u8]) {
         self.start_file(name, data.len() as u64);
         self.data(data);
@@ -210,8 +252,29 @@ fn take<S: Source>(
                     zip.end_file(path.len());
                 }
             }
+            EntryKind::Link { target } => match own_copy(own, target.as_bytes()) {
+                Some(file) => own.push((path.into(), file)),
+                None if zip.copy(target.as_bytes(), path) => {}
+                None => bad_link(exe),
+            },
         }
     }
+}
+
+/// Another descriptor of the memory file of `target`, when it has one of its own.
+fn own_copy(own: &[(Vec<u8>, sys::Fd)], target: &[u8]) -> Option<sys::Fd> {
+    let (_, file) = own.iter().find(|(p, _)| p == target)?;
+    Some(
+        sys::dup(file)
+            .unwrap_or_else(|e| die_errno(exit::IO, b"failed to copy", b"a memory file", e)),
+    )
+}
+
+fn bad_link(exe: &[u8]) -> ! {
+    die_format(
+        &crate::FormatError::Corrupt("the payload links to a file it does not hold before"),
+        exe,
+    )
 }
 
 /// Reads entry data until `buf` is full or the entry ends.
@@ -318,6 +381,11 @@ pub fn run(
             let mut buf = vec![0u8; extract::CHUNK];
             while let Some(entry) = extract::next_entry(archive, &exe) {
                 let path = entry.path.as_bytes();
+                if let EntryKind::Link { target } = &entry.kind {
+                    let file = own_copy(&own, target.as_bytes()).unwrap_or_else(|| bad_link(&exe));
+                    own.push((path.into(), file));
+                    continue;
+                }
                 let n = fill(archive, &mut buf, &exe);
                 if !matches!(entry.kind, EntryKind::File { .. }) || !separate(path, &buf[..n]) {
                     die_format(

@@ -233,6 +233,13 @@ pub fn mkdir(path: &[u8], mode: u32) -> Result<(), Errno> {
     check(unsafe { libc::mkdir(p.as_ptr().cast(), mode) }).map(drop)
 }
 
+/// A hard link `to` of the file `from`, both in the directory `dir`.
+pub fn linkat(dir: &Fd, from: &[u8], to: &[u8]) -> Result<(), Errno> {
+    let (f, t) = (cpath(from), cpath(to));
+    // SAFETY: both paths are NUL-terminated and outlive the call; `dir` is an open directory.
+    check(unsafe { libc::linkat(dir.0, f.as_ptr().cast(), dir.0, t.as_ptr().cast(), 0) }).map(drop)
+}
+
 /// Renames `from` to `to`, both in the directory `dir`.
 pub fn renameat(dir: &Fd, from: &[u8], to: &[u8]) -> Result<(), Errno> {
     let (f, t) = (cpath(from), cpath(to));
@@ -291,6 +298,12 @@ pub fn memfd(name: &[u8]) -> Result<Fd, Errno> {
         }
     }
     Err(errno())
+}
+
+/// Another descriptor of the same open file (kept across exec).
+pub fn dup(fd: &Fd) -> Result<Fd, Errno> {
+    // SAFETY: fcntl on an open descriptor with an integer argument.
+    check(unsafe { libc::fcntl(fd.0, libc::F_DUPFD, 0) }).map(Fd)
 }
 
 /// The descriptor moved to the lowest free number at or above `min` (kept across exec).
