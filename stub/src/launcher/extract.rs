@@ -746,14 +746,7 @@ pub fn tree_matches(
             if n == 0 {
                 break;
             }
-            let mut got = 0;
-            while got < n {
-                match sys::read(&f, &mut have[got..n]) {
-                    Ok(0) | Err(_) => return false,
-                    Ok(m) => got += m,
-                }
-            }
-            if want[..n] != have[..n] {
+            if !fill_from(&f, &mut have[..n]) || want[..n] != have[..n] {
                 return false;
             }
         }
@@ -773,17 +766,22 @@ fn same_bytes(dir: &sys::Fd, a: &[u8], b: &[u8], buf_a: &mut [u8], buf_b: &mut [
             Ok(n) => n,
             Err(_) => return false,
         };
-        let mut got = 0;
-        while got < n {
-            match sys::read(&fb, &mut buf_b[got..n]) {
-                Ok(0) | Err(_) => return false,
-                Ok(m) => got += m,
-            }
-        }
-        if buf_a[..n] != buf_b[..n] {
+        if !fill_from(&fb, &mut buf_b[..n]) || buf_a[..n] != buf_b[..n] {
             return false;
         }
     }
+}
+
+/// Fills `buf` from `f`; false at an error, or at the end of the file before `buf` is full.
+fn fill_from(f: &sys::Fd, buf: &mut [u8]) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        match sys::read(f, &mut buf[got..]) {
+            Ok(0) | Err(_) => return false,
+            Ok(m) => got += m,
+        }
+    }
+    true
 }
 
 /// Regular files under a directory; `None` if it holds anything but files and directories.
