@@ -452,6 +452,24 @@ fn stdlib_zip_modules_load_as_zipimport_loads_them() {
     }
 }
 
+/// What the stdlib's C modules import as they load (`_decimal` numbers, `_elementtree` copy) is
+/// bundled with them: the app runs as `python3 app.py` does, with the C implementations, in both
+/// runtimes.
+#[test]
+fn imports_made_by_stdlib_c_modules_are_bundled() {
+    let app = repo().join("tests/fixtures/c_imports/app.py");
+    let expected = "decimal 2.1 True\npickle {'a': [1, 2]} _pickle\netree 1 True\n";
+    for (name, python) in interpreters() {
+        eprintln!("stdlib C modules' imports with {name}");
+        let root = Root::new(&bundle(&[app.to_str().unwrap()], python));
+        for (runtime, writable) in [("disk", true), ("memory", false)] {
+            let o = root.command(writable, &[], &[]).output().unwrap();
+            assert_code(&o, 0, &format!("{name}, {runtime}"));
+            assert_eq!(stdout(&o), expected, "{name}, {runtime}");
+        }
+    }
+}
+
 /// Literal regular expressions come from the table the bundler compiled with the same interpreter:
 /// what the app sees of them (flags, groups, matches, warnings) is what `python3 app.py` shows,
 /// and each table entry equals the interpreter's own compile of it, in both runtimes.

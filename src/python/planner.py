@@ -501,6 +501,92 @@ def module_files(root, rel_prefix=""):
             yield os.path.join(dirpath, f)
 
 
+# Imports that extension and built-in modules make from C as they load: no scan of Python code
+# sees them (`_decimal` imports numbers, `_elementtree` copy, a Cython module all of its
+# imports). Each module asked about is imported, with its packages, in a forked child of an
+# interpreter started without site on the analysis's path. A finder first on sys.meta_path
+# records an import as made by the extension module being created or executed when no Python
+# code runs between the two: what those imports import in turn is left to the analysis,
+# optional imports included.
+C_IMPORTS_PROBE = """
+import json, os, signal, sys
+from importlib.machinery import ExtensionFileLoader
+req = json.loads(sys.argv[1])
+sys.path[:] = req["path"]
+found = {}
+def native(spec):
+    return spec is not None and (isinstance(spec.loader, ExtensionFileLoader) or spec.origin == "built-in")
+class Spy(object):
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        f = sys._getframe(1)
+        while f is not None and f.f_code.co_filename.startswith("<frozen importlib"):
+            if f.f_code.co_name in ("create_module", "exec_module"):
+                spec = f.f_locals.get("spec") or getattr(f.f_locals.get("module"), "__spec__", None)
+                if native(spec):
+                    found.setdefault(spec.name, []).append(fullname)
+                break
+            f = f.f_back
+        return None
+out = {}
+for name in req["modules"]:
+    if name in out:
+        continue
+    if name in sys.modules:
+        out[name] = []
+        continue
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        signal.alarm(30)
+        sys.meta_path.insert(0, Spy)
+        before = set(sys.modules)
+        try:
+            __import__(name)
+        except BaseException:
+            pass
+        for new in set(sys.modules) - before:
+            if native(getattr(sys.modules[new], "__spec__", None)):
+                found.setdefault(new, [])
+        os.write(w, json.dumps(found).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    out[name] = []
+    if data:
+        for module, imports in json.loads(data.decode()).items():
+            out[module] = [i for i in imports if i != module]
+print(json.dumps(out))
+"""
+
+
+def c_extension_imports(names, path):
+    """{module: [modules it imports from C as it loads]} for these extension and built-in modules
+    and the others their import loads; empty where the interpreter cannot fork."""
+    import subprocess
+    if not names:
+        return {}
+    req = json.dumps({"modules": names, "path": path})
+    try:
+        out = subprocess.run([sys.executable, "-I", "-S", "-c", C_IMPORTS_PROBE, req],
+                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                             universal_newlines=True, check=True, timeout=600).stdout
+        return json.loads(out)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return {}
+
+
 def make_finder():
     import modulefinder
 
@@ -512,6 +598,7 @@ def make_finder():
             self.sites = k.pop("sites", [])
             self.soft = {}
             self.user_imported = set()
+            self.c_imports = {}
             modulefinder.ModuleFinder.__init__(self, *a, **k)
             self.by = {}
 
@@ -524,7 +611,10 @@ def make_finder():
                 return None
             if caller is not None and caller.__name__ in self.soft.get(name, ()):
                 return None
-            if caller is None or not self.is_stdlib(caller.__file__):
+            stdlib_caller = caller is not None and (
+                self.is_stdlib(caller.__file__)
+                or caller.__file__ is None and caller.__name__ in sys.builtin_module_names)
+            if not stdlib_caller:
                 self.user_imported.add(name)
             who = caller.__name__ if caller is not None else "<entry>"
             before = set(self.modules)
@@ -650,6 +740,28 @@ def make_finder():
             self.scan_code(m.__code__, m)
             self.msgout(2, "load_module ->", m)
             return m
+
+        def follow_c_imports(self):
+            """Follows what the extension and built-in modules reached so far import from C as
+            they load (`c_extension_imports`), until nothing new is reached."""
+            import importlib.machinery
+            suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+            done = set()
+            while True:
+                todo = [m for name, m in sorted(self.modules.items()) if name not in done and (
+                    m.__file__ is None and name in sys.builtin_module_names
+                    or m.__file__ and m.__file__.endswith(suffixes))]
+                if not todo:
+                    return
+                self.c_imports.update(c_extension_imports(
+                    [m.__name__ for m in todo if m.__name__ not in self.c_imports], self.path))
+                for m in todo:
+                    done.add(m.__name__)
+                    for name in self.c_imports.get(m.__name__, ()):
+                        try:
+                            self.import_hook(name, m)
+                        except ImportError:
+                            pass
 
         def is_stdlib(self, path):
             """Whether `path` is a module of the standard library (not of a site dir in it)."""
@@ -896,11 +1008,15 @@ def plan(req):
             finder.import_hook(name)
         except ImportError:
             raise SystemExit("module %r given to --include-module cannot be imported" % name)
+    # After the scan of the Python code, so that a module it reaches is listed as imported by
+    # that code; again after the hardening, which may reach more extension modules.
+    finder.follow_c_imports()
     finder.harden_user_facing()
     # The frozen import system's lazy hooks (see ALWAYS_FROZEN): FileLoader.get_resource_reader
     # imports importlib.readers for importlib.resources (3.10+).
     if "importlib.resources" in finder.modules and module_exists("importlib.readers"):
         finder.import_hook("importlib.readers")
+    finder.follow_c_imports()
 
     stdlib_all = req.get("stdlib") == "all"
 
