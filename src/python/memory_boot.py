@@ -15,7 +15,8 @@
 #   the same when they open a bundled library by path;
 # - `open()`, `io.open_code()`, `os.stat()`, `os.lstat()`, `os.listdir()` and `os.scandir()` that
 #   read the bundled files by those paths, so packages that read their data next to `__file__`
-#   work; writing is refused.
+#   work; writing is refused;
+# - a resource reader for the packages in the zip that hands out those paths.
 
 
 def _pyshrink_memory():
@@ -295,6 +296,45 @@ def _pyshrink_memory():
         raise ImportError("not a bundled file")
 
     sys.path_hooks.insert(0, files_are_not_path_entries)
+
+    class Reader:
+        """importlib.resources for a package in the zip. zipimport's own reader hands out
+        zipfile.Path objects, which as_file() copies to a temporary file each: a read-only root
+        has nowhere to put it (certifi's where(), which requests calls as it is imported). The
+        bundled files open by path here, so the package's directory is what files() gives
+        (3.9+), and resource_path() gives a file's path (3.8's importlib.resources.path)."""
+
+        def __init__(self, path):
+            self.path = path
+
+        def files(self):
+            import pathlib
+            return pathlib.Path(self.path)
+
+        def open_resource(self, resource):
+            return open(posixpath.join(self.path, resource), "rb")
+
+        def resource_path(self, resource):
+            if not self.is_resource(resource):
+                raise FileNotFoundError(2, "No such file or directory", resource)
+            return posixpath.join(self.path, resource)
+
+        def is_resource(self, name):
+            rel = member(posixpath.join(self.path, name))
+            return rel in files or rel in elf
+
+        def contents(self):
+            return iter(listdir(self.path))
+
+    real_reader = zipimport.zipimporter.get_resource_reader
+
+    def get_resource_reader(self, fullname):
+        reader = real_reader(self, fullname)
+        if reader is None or self.archive != archive.archive:
+            return reader
+        return Reader(posixpath.dirname(self.get_filename(fullname)))
+
+    zipimport.zipimporter.get_resource_reader = get_resource_reader
 
     for fn, orig in ((open, real_open), (stat_, real_stat), (lstat, real_lstat),
                      (listdir, real_listdir), (open_code, real_open_code), (scandir, real_scandir)):
