@@ -599,6 +599,7 @@ def make_finder():
             self.soft = {}
             self.user_imported = set()
             self.c_imports = {}
+            self.c_followed = set()
             modulefinder.ModuleFinder.__init__(self, *a, **k)
             self.by = {}
 
@@ -743,12 +744,13 @@ def make_finder():
 
         def follow_c_imports(self):
             """Follows what the extension and built-in modules reached so far import from C as
-            they load (`c_extension_imports`), until nothing new is reached."""
+            they load (`c_extension_imports`), until nothing new is reached. A module's
+            imports are followed once, however often this runs."""
             import importlib.machinery
             suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-            done = set()
             while True:
-                todo = [m for name, m in sorted(self.modules.items()) if name not in done and (
+                todo = [m for name, m in sorted(self.modules.items())
+                        if name not in self.c_followed and (
                     m.__file__ is None and name in sys.builtin_module_names
                     or m.__file__ and m.__file__.endswith(suffixes))]
                 if not todo:
@@ -756,7 +758,7 @@ def make_finder():
                 self.c_imports.update(c_extension_imports(
                     [m.__name__ for m in todo if m.__name__ not in self.c_imports], self.path))
                 for m in todo:
-                    done.add(m.__name__)
+                    self.c_followed.add(m.__name__)
                     for name in self.c_imports.get(m.__name__, ()):
                         try:
                             self.import_hook(name, m)
