@@ -84,7 +84,8 @@ pub struct AppArgs {
     #[arg(long = "include-module", value_name = "NAME")]
     pub include_module: Vec<String>,
 
-    /// Never bundle this module; repeatable.
+    /// Never bundle this module (a package: nor its submodules), even one the analysis or
+    /// `--stdlib all` would add on its own; repeatable.
     #[arg(long = "exclude-module", value_name = "NAME")]
     pub exclude_module: Vec<String>,
 

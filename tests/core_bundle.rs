@@ -1,5 +1,7 @@
 //! hello, mountains and the probe app, bundled and run in an empty root.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use crate::util::*;
@@ -450,6 +452,76 @@ fn stdlib_zip_modules_load_as_zipimport_loads_them() {
             assert_eq!(stdout(&o), expected, "{name}, {runtime}");
         }
     }
+}
+
+/// `--exclude-module` keeps a module out even when the analysis would add it on its own (the idna
+/// codec's stringprep and unicodedata, for an app with sockets), `--include-module` brings one that
+/// only a computed import names, and with `--stdlib all` an excluded package stays out whole. The
+/// app sees each as `import` would: present or absent.
+#[test]
+fn excluded_and_included_modules() {
+    let app = repo().join("tests/fixtures/exclude/app.py");
+    let app = app.to_str().unwrap();
+    let report = |stringprep: &str, unicodedata: &str, minidom: &str| {
+        format!(
+            "socket True\nstringprep {stringprep}\nunicodedata {unicodedata}\n\
+             xml.dom.minidom {minidom}\n"
+        )
+    };
+    let run = |args: &[&str], python: &Path, what: &str| {
+        let o = Root::new(&bundle(args, python)).run(&[]);
+        assert_code(&o, 0, what);
+        stdout(&o)
+    };
+    for (name, python) in interpreters() {
+        eprintln!("--exclude-module and --include-module with {name}");
+        // Debian's interpreter has unicodedata built in: no bundle can leave that out.
+        let builtin = Command::new(python)
+            .args([
+                "-c",
+                "import sys; print('unicodedata' in sys.builtin_module_names)",
+            ])
+            .output()
+            .unwrap();
+        let unicodedata_left_out = if stdout(&builtin).trim() == "True" {
+            "present"
+        } else {
+            "absent"
+        };
+        assert_eq!(
+            run(&[app], python, name),
+            report("present", "present", "absent"),
+            "{name}, default"
+        );
+        let args = [
+            app,
+            "--exclude-module",
+            "stringprep",
+            "--exclude-module",
+            "unicodedata",
+            "--include-module",
+            "xml.dom.minidom",
+        ];
+        assert_eq!(
+            run(&args, python, name),
+            report("absent", unicodedata_left_out, "present"),
+            "{name}, excluded and included"
+        );
+    }
+    let python = default_python();
+    let args = [
+        app,
+        "--stdlib",
+        "all",
+        "--exclude-module",
+        "xml",
+        "--exclude-module",
+        "stringprep",
+    ];
+    assert_eq!(
+        run(&args, &python, "--stdlib all"),
+        report("absent", "present", "absent")
+    );
 }
 
 /// What the stdlib's C modules import as they load (`_decimal` numbers, `_elementtree` copy) is

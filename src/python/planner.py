@@ -660,6 +660,14 @@ def make_finder():
                         changed = True
                         break
 
+        def add_if_allowed(self, name):
+            """Brings in `name` for a reason of the planner's own, not an import it saw: nothing
+            happens when `--exclude-module` keeps it out or this interpreter lacks it."""
+            try:
+                self.import_hook(name)
+            except ImportError:
+                pass
+
         def _safe_import_hook(self, name, caller, fromlist, level=-1):
             # modulefinder records a failed `from .mod import name` under the relative name
             # ("datastructures.Accept"), which then never matches a module and reads as
@@ -1017,14 +1025,20 @@ def plan(req):
     # The frozen import system's lazy hooks (see ALWAYS_FROZEN): FileLoader.get_resource_reader
     # imports importlib.readers for importlib.resources (3.10+).
     if "importlib.resources" in finder.modules and module_exists("importlib.readers"):
-        finder.import_hook("importlib.readers")
+        finder.add_if_allowed("importlib.readers")
     finder.follow_c_imports()
 
     stdlib_all = req.get("stdlib") == "all"
+    excludes = req.get("exclude", [])
+
+    def in_stdlib_all(name):
+        """Whether `--stdlib all` brings in module `name`: not when --exclude-module names it or
+        a package it is in."""
+        return stdlib_all and not any(name == e or name.startswith(e + ".") for e in excludes)
 
     # What the host quietly provides and an empty root lacks. `--stdlib all` brings ssl and
     # zoneinfo whether the app reaches them or not, so it brings what they read too.
-    if req.get("ca_certs", True) and ("ssl" in finder.modules or stdlib_all):
+    if req.get("ca_certs", True) and ("ssl" in finder.modules or in_stdlib_all("ssl")):
         cafile = host_ca_file()
         if cafile is None:
             report["warnings"].append(
@@ -1035,15 +1049,12 @@ def plan(req):
             patches[os.path.join("lib", ver, "ssl.pyc")] = SSL_HOOK
             report["host_data"].append({"what": "ca-certificates", "source": cafile,
                                         "dest": HOST_CA_DEST})
-    if req.get("tzdata", True) and ("zoneinfo" in finder.modules or stdlib_all) \
+    if req.get("tzdata", True) and ("zoneinfo" in finder.modules or in_stdlib_all("zoneinfo")) \
             and os.path.exists(os.path.join(stdlib, "zoneinfo", "_tzpath.py")):
         # An installed tzdata distribution is what zoneinfo would fall back to on the build
         # host: bundle it (it is imported by name at run time, so analysis never reaches it).
         if "tzdata" not in finder.modules:
-            try:
-                finder.import_hook("tzdata")
-            except ImportError:
-                pass
+            finder.add_if_allowed("tzdata")
         if "tzdata" not in finder.modules:
             zones = host_zoneinfo_files()
             if zones is None:
@@ -1070,12 +1081,13 @@ def plan(req):
             if top in ("site-packages", "dist-packages") or (dynload and under(path, dynload)):
                 continue
             name = rel[:-3].replace(os.sep, ".") if rel.endswith(".py") else rel
-            if pruned(name) or not rel.endswith(".py"):
+            if pruned(name) or not rel.endswith(".py") or not in_stdlib_all(name):
                 continue
             stdlib_file(path)
         if dynload:
             for f in sorted(os.listdir(dynload)):
-                if f.endswith(".so") and not pruned(f.split(".")[0]):
+                name = f.split(".")[0]
+                if f.endswith(".so") and not pruned(name) and in_stdlib_all(name):
                     stdlib_file(os.path.join(dynload, f))
 
     # CPython finds its exec_prefix by the lib-dynload directory, present even when empty.
@@ -1094,17 +1106,14 @@ def plan(req):
     # Host names go through the idna codec (socket.getfqdn, http), which needs unicodedata.
     if "socket" in finder.modules:
         for name in ("stringprep", "unicodedata"):
-            finder.import_hook(name)
+            finder.add_if_allowed(name)
     # sysconfig reads the build configuration from a module it imports by a computed name
     # (zoneinfo asks it for TZPATH, for one).
     if "sysconfig" in finder.modules:
         import sysconfig
         get_name = getattr(sysconfig, "_get_sysconfigdata_name", None)
         if get_name is not None:
-            try:
-                finder.import_hook(get_name())
-            except ImportError:
-                pass
+            finder.add_if_allowed(get_name())
 
     used_dists = set()
     for name, mod in sorted(finder.modules.items()):
