@@ -455,17 +455,18 @@ fn stdlib_zip_modules_load_as_zipimport_loads_them() {
 }
 
 /// `--exclude-module` keeps a module out even when the analysis would add it on its own (the idna
-/// codec's stringprep and unicodedata, for an app with sockets), `--include-module` brings one that
+/// codec's stringprep and unicodedata, for an app with sockets), and an excluded C module's
+/// pure-Python fallback comes in its place (decimal's). `--include-module` brings a module that
 /// only a computed import names, and with `--stdlib all` an excluded package stays out whole. The
 /// app sees each as `import` would: present or absent.
 #[test]
 fn excluded_and_included_modules() {
     let app = repo().join("tests/fixtures/exclude/app.py");
     let app = app.to_str().unwrap();
-    let report = |stringprep: &str, unicodedata: &str, minidom: &str| {
+    let report = |stringprep: &str, unicodedata: &str, minidom: &str, decimal: &str| {
         format!(
             "socket True\nstringprep {stringprep}\nunicodedata {unicodedata}\n\
-             xml.dom.minidom {minidom}\n"
+             xml.dom.minidom {minidom}\ndecimal 2.1 {decimal}\n"
         )
     };
     let run = |args: &[&str], python: &Path, what: &str| {
@@ -490,7 +491,7 @@ fn excluded_and_included_modules() {
         };
         assert_eq!(
             run(&[app], python, name),
-            report("present", "present", "absent"),
+            report("present", "present", "absent", "C"),
             "{name}, default"
         );
         let args = [
@@ -499,12 +500,14 @@ fn excluded_and_included_modules() {
             "stringprep",
             "--exclude-module",
             "unicodedata",
+            "--exclude-module",
+            "_decimal",
             "--include-module",
             "xml.dom.minidom",
         ];
         assert_eq!(
             run(&args, python, name),
-            report("absent", unicodedata_left_out, "present"),
+            report("absent", unicodedata_left_out, "present", "Python"),
             "{name}, excluded and included"
         );
     }
@@ -520,7 +523,7 @@ fn excluded_and_included_modules() {
     ];
     assert_eq!(
         run(&args, &python, "--stdlib all"),
-        report("absent", "present", "absent")
+        report("absent", "present", "absent", "C")
     );
 }
 

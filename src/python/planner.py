@@ -596,6 +596,7 @@ def make_finder():
         def __init__(self, *a, **k):
             self.stdlib = k.pop("stdlib", None)
             self.sites = k.pop("sites", [])
+            self.user_excludes = k.pop("user_excludes", [])
             self.soft = {}
             self.user_imported = set()
             self.c_imports = {}
@@ -773,6 +774,10 @@ def make_finder():
                         except ImportError:
                             pass
 
+        def excluded_by_user(self, name):
+            """Whether --exclude-module names module `name` or a package it is in."""
+            return any(name == e or name.startswith(e + ".") for e in self.user_excludes)
+
         def is_stdlib(self, path):
             """Whether `path` is a module of the standard library (not of a site dir in it)."""
             return bool(path and self.stdlib and under(path, self.stdlib) and not self.in_site(path))
@@ -809,7 +814,9 @@ def make_finder():
                                 tried += imported(sub)
                     # `try: from _decimal import * / except ImportError: from _pydecimal
                     # import *`: with the C module present the pure-Python one never loads.
-                    if tried and all(module_exists(t) for t in tried):
+                    # Excluded, it is not present.
+                    if tried and all(module_exists(t) and not self.excluded_by_user(t)
+                                     for t in tried):
                         for h in node.handlers:
                             for stmt in h.body:
                                 for sub in statements(stmt):
@@ -990,7 +997,8 @@ def plan(req):
 
     # sys.path[0] is this planner's own temporary directory: not a place to find the app's modules.
     finder = Finder(path=search + extra_sites + sys.path[1:], stdlib=stdlib, sites=sites,
-                    excludes=req.get("exclude", []) + sorted(PRUNED_TOP) + ALWAYS_FROZEN)
+                    excludes=req.get("exclude", []) + sorted(PRUNED_TOP) + ALWAYS_FROZEN,
+                    user_excludes=req.get("exclude", []))
     try:
         if entry["kind"] == "module":
             finder.import_hook(entry["name"])
@@ -1029,12 +1037,10 @@ def plan(req):
     finder.follow_c_imports()
 
     stdlib_all = req.get("stdlib") == "all"
-    excludes = req.get("exclude", [])
 
     def in_stdlib_all(name):
-        """Whether `--stdlib all` brings in module `name`: not when --exclude-module names it or
-        a package it is in."""
-        return stdlib_all and not any(name == e or name.startswith(e + ".") for e in excludes)
+        """Whether `--stdlib all` brings in module `name` (not when it is excluded)."""
+        return stdlib_all and not finder.excluded_by_user(name)
 
     # What the host quietly provides and an empty root lacks. `--stdlib all` brings ssl and
     # zoneinfo whether the app reaches them or not, so it brings what they read too.
