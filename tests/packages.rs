@@ -457,6 +457,92 @@ fn flask_example_serves_json_from_venv_and_requirements() {
     announce("flask", &ran);
 }
 
+/// The flask example with what the README's size recipe excludes (OpenSSL, readline, lzma, bz2,
+/// ctypes, the C decimal): none of those files is in the bundle, decimal comes as _pydecimal, the
+/// bundle is smaller by at least OpenSSL's libraries, and it serves the same pages in the empty
+/// root.
+#[test]
+fn flask_example_with_optional_c_modules_excluded() {
+    let py_name = "pyenv-3.11";
+    let Some(python) = interpreter(py_name) else {
+        eprintln!("flask with exclusions: no {py_name}, skipped");
+        return;
+    };
+    let venv_python = example_venv("flask", py_name, &python);
+    let app = example("flask/app.py");
+    let excluded = [
+        "ssl", "_ssl", "_hashlib", "readline", "_lzma", "_bz2", "_ctypes", "_decimal",
+    ];
+    let mut args = vec![
+        app.to_str().unwrap(),
+        "--python",
+        venv_python.to_str().unwrap(),
+    ];
+    let full = bundle_with(&args, &bundles_dir().join("flask-full"));
+    for name in excluded {
+        args.extend(["--exclude-module", name]);
+    }
+    let small = bundle_with(&args, &bundles_dir().join("flask-excluded"));
+
+    let info = inspect_json(&small);
+    let files = bundled_files(&small);
+    for gone in [
+        "libssl.so",
+        "libcrypto.so",
+        "/_ssl.",
+        "/_hashlib.",
+        "/readline.",
+        "/_lzma.",
+        "/_bz2.",
+        "/_ctypes.",
+        "/_decimal.",
+        "libreadline",
+        "liblzma",
+        "libffi",
+    ] {
+        assert!(!files.iter().any(|f| f.contains(gone)), "{gone} bundled");
+    }
+    let modules: Vec<&str> = info["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        modules.contains(&"decimal") && modules.contains(&"_pydecimal"),
+        "{modules:?}"
+    );
+    let size = |b: &Path| std::fs::metadata(b).unwrap().len();
+    let openssl: u64 = inspect_json(&full)["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["path"].as_str().unwrap().contains("libcrypto"))
+        .map(|f| f["compressed_estimate"].as_u64().unwrap())
+        .sum();
+    assert!(openssl > 0, "the full bundle has libcrypto");
+    assert!(
+        size(&small) + openssl < size(&full),
+        "{} + {openssl} against {}",
+        size(&small),
+        size(&full)
+    );
+
+    let serve = |bundle: &Path| {
+        let port = free_port();
+        let root = Root::new(bundle);
+        let child = root
+            .command(true, &["--setenv", "PORT", &port.to_string()], &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        flask_session(child, port, |c| deepest_descendant(c.id() as i32))
+    };
+    assert_eq!(serve(&small), serve(&full));
+    announce("flask with exclusions", &[format!("{py_name} venv")]);
+}
+
 /// Package data read relative to `__file__` and through importlib.resources, in a package
 /// installed from a directory with pyproject.toml: run with -m from a venv, and bundled from
 /// the project directory itself (installed for the bundle, run through its console script).
