@@ -401,6 +401,19 @@ fn flask_session(
     (stdout(&o).replace(&port.to_string(), "PORT"), bodies)
 }
 
+/// [`flask_session`] of a flask bundle in the empty root `root`.
+fn flask_session_in(root: &Root, writable: bool) -> (String, Vec<String>) {
+    let port = free_port();
+    let child = root
+        .command(writable, &["--setenv", "PORT", &port.to_string()], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // bwrap runs its own init in the new PID namespace; the app is the deepest descendant.
+    flask_session(child, port, |c| deepest_descendant(c.id() as i32))
+}
+
 #[test]
 fn flask_example_serves_json_from_venv_and_requirements() {
     let app = example("flask/app.py");
@@ -439,16 +452,7 @@ fn flask_example_serves_json_from_venv_and_requirements() {
             let root = Root::new(&bundle);
             // Extracted (writable root), then from memory (read-only root, nothing writable).
             for writable in [true, false] {
-                let port = free_port();
-                let child = root
-                    .command(writable, &["--setenv", "PORT", &port.to_string()], &[])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                // bwrap runs its own init in the new PID namespace; the app is the deepest
-                // descendant.
-                let got = flask_session(child, port, |c| deepest_descendant(c.id() as i32));
+                let got = flask_session_in(&root, writable);
                 assert_eq!(got, want, "flask {how}, writable root: {writable}");
             }
             ran.push(how);
@@ -528,17 +532,7 @@ fn flask_example_with_optional_c_modules_excluded() {
         size(&full)
     );
 
-    let serve = |bundle: &Path| {
-        let port = free_port();
-        let root = Root::new(bundle);
-        let child = root
-            .command(true, &["--setenv", "PORT", &port.to_string()], &[])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        flask_session(child, port, |c| deepest_descendant(c.id() as i32))
-    };
+    let serve = |bundle: &Path| flask_session_in(&Root::new(bundle), true);
     assert_eq!(serve(&small), serve(&full));
     announce("flask with exclusions", &[format!("{py_name} venv")]);
 }
