@@ -166,11 +166,7 @@ pub fn archive(stage: &Path) -> Result<Archive> {
 
     let mut builder = tar::Builder::new(Vec::new());
     for rel in &empty_dirs {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_size(0);
-        header.set_mode(0o755);
-        header.set_mtime(0);
+        let mut header = fixed_header(tar::EntryType::Directory, 0, 0o755);
         builder.append_data(&mut header, rel, std::io::empty())?;
     }
     let (mut split, mut late_at) = (0, 0);
@@ -181,22 +177,15 @@ pub fn archive(stage: &Path) -> Result<Archive> {
             Part::Late => late_at = builder.get_ref().len(),
         }
         for f in files.iter().filter(|f| f.part == part) {
+            let mode = if f.exec { 0o755 } else { 0o644 };
             if let Some(first) = f.same_as {
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(tar::EntryType::Link);
-                header.set_size(0);
-                header.set_mode(if f.exec { 0o755 } else { 0o644 });
-                header.set_mtime(0);
+                let mut header = fixed_header(tar::EntryType::Link, 0, mode);
                 builder
                     .append_link(&mut header, &f.rel, &files[first].rel)
                     .with_context(|| format!("failed to archive `{}`", f.rel.display()))?;
                 continue;
             }
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(f.data.len() as u64);
-            header.set_mode(if f.exec { 0o755 } else { 0o644 });
-            header.set_mtime(0);
+            let mut header = fixed_header(tar::EntryType::Regular, f.data.len() as u64, mode);
             header.set_uid(0);
             header.set_gid(0);
             let mut records: Vec<(&str, String)> = [(PAX_X86, f.code), (PAX_RELA, f.relocations)]
@@ -241,6 +230,16 @@ enum Part {
     Second,
     /// Unpacked while the interpreter starts ([`choose_late`]).
     Late,
+}
+
+/// A GNU header of `kind` with the archive's fixed times: mtime 0.
+fn fixed_header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header
 }
 
 /// Marks each file of at least [`SHARED_MIN`] bytes whose bytes and mode equal an earlier
