@@ -85,7 +85,8 @@ pub struct AppArgs {
     pub include_module: Vec<String>,
 
     /// Never bundle this module (a package: nor its submodules), even one the analysis or
-    /// `--stdlib all` would add on its own; repeatable.
+    /// `--stdlib all` would add on its own; repeatable. A bundled module that imports it
+    /// unconditionally is named in a warning.
     #[arg(long = "exclude-module", value_name = "NAME")]
     pub exclude_module: Vec<String>,
 

@@ -527,6 +527,71 @@ fn excluded_and_included_modules() {
     );
 }
 
+/// Excluding a module that bundled code imports unconditionally is reported at build time, with
+/// the modules that will fail to load; an exclusion that only optional imports reach is not, and
+/// no excluded module is reported as an import found nowhere. The bundle fails as the warning
+/// says.
+#[test]
+fn excluding_a_module_that_bundled_code_needs_is_reported() {
+    let dir = tempdir();
+    let app = dir.path().join("app.py");
+    std::fs::write(
+        &app,
+        "import decimal\nimport json.decoder\nimport socket\n\
+         print(decimal.Decimal(1), json.decoder.JSONDecoder().decode('[1]'), socket.AF_INET)\n",
+    )
+    .unwrap();
+    // The app imports json (and json.decoder, which is then found nowhere), socket imports
+    // selectors; decimal imports _decimal in a guarded `try`, and stringprep is the planner's own
+    // addition for the idna codec.
+    let excluded = ["json", "selectors", "_decimal", "stringprep"];
+    for (name, python) in interpreters() {
+        eprintln!("--exclude-module of needed modules with {name}");
+        let out = dir.path().join(name);
+        let o = pyshrink()
+            .args(["bundle", "--compression-level", "3", "--python"])
+            .arg(python)
+            .arg(&app)
+            .arg("-o")
+            .arg(&out)
+            .args(excluded.iter().flat_map(|m| ["--exclude-module", m]))
+            .output()
+            .unwrap();
+        assert_code(&o, 0, name);
+        let not_found = stderr(&o)
+            .lines()
+            .find(|l| l.contains("imports not found"))
+            .map(String::from)
+            .unwrap_or_default();
+        assert!(
+            !excluded.iter().any(|m| not_found.contains(m)),
+            "{name}: an excluded module is reported as not found: {not_found}"
+        );
+        let warned: Vec<String> = stderr(&o)
+            .lines()
+            .filter(|l| l.contains("will fail to load"))
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                "warning: --exclude-module json: the app imports it unconditionally and will \
+                 fail to load in the bundle; drop the exclusion",
+                "warning: --exclude-module selectors: socket imports it unconditionally and will \
+                 fail to load in the bundle; drop the exclusion, or exclude socket too",
+            ],
+            "{name}"
+        );
+        let run = Root::new(&out).run(&[]);
+        assert_ne!(run.status.code(), Some(0), "{name}");
+        assert!(
+            stderr(&run).contains("No module named 'json'"),
+            "{name}: {}",
+            stderr(&run)
+        );
+    }
+}
+
 /// What the stdlib's C modules import as they load (`_decimal` numbers, `_elementtree` copy) is
 /// bundled with them: the app runs as `python3 app.py` does, with the C implementations, in both
 /// runtimes.

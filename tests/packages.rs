@@ -475,7 +475,14 @@ fn flask_example_with_optional_c_modules_excluded() {
     let venv_python = example_venv("flask", py_name, &python);
     let app = example("flask/app.py");
     let excluded = [
-        "ssl", "_ssl", "_hashlib", "readline", "_lzma", "_bz2", "_ctypes", "_decimal",
+        "ssl",
+        "_hashlib",
+        "readline",
+        "lzma",
+        "bz2",
+        "ctypes",
+        "multiprocessing.sharedctypes",
+        "_decimal",
     ];
     let mut args = vec![
         app.to_str().unwrap(),

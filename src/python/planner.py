@@ -597,6 +597,7 @@ def make_finder():
             self.stdlib = k.pop("stdlib", None)
             self.sites = k.pop("sites", [])
             self.user_excludes = k.pop("user_excludes", [])
+            self.load_time = {}
             self.soft = {}
             self.user_imported = set()
             self.c_imports = {}
@@ -732,15 +733,24 @@ def make_finder():
             # That code never runs in a bundle, so scan the module without it. The entry
             # script itself keeps its main block: that is the app.
             suffix, mode, kind = file_info
+            import ast
+            import io
+            if kind == modulefinder._PY_SOURCE and fqname == "__main__":
+                source = fp.read()
+                self.load_time[fqname] = load_time_imports(
+                    drop_other_platforms(ast.parse(source, pathname)).body, "")
+                fp = io.BytesIO(source)
             if kind != modulefinder._PY_SOURCE or fqname == "__main__":
                 return modulefinder.ModuleFinder.load_module(self, fqname, fp, pathname, file_info)
-            import ast
             tree = drop_other_platforms(ast.parse(fp.read(), pathname))
             stdlib_code = self.is_stdlib(pathname)
             # The stdlib's `main()`/`_test()` functions are its `python -m` command lines and
             # self-tests (tokenize.main imports argparse); only that entry calls them.
             tree.body = [n for n in tree.body if not is_main_guard(n)
                          and not (stdlib_code and isinstance(n, ast.FunctionDef) and n.name in MODULE_CLI)]
+            is_package = os.path.basename(pathname).startswith("__init__.")
+            self.load_time[fqname] = load_time_imports(
+                tree.body, fqname if is_package else fqname.rpartition(".")[0])
             if stdlib_code:
                 drop_unused_test_helpers(tree)
                 self.soften(fqname, tree)
@@ -777,6 +787,21 @@ def make_finder():
         def excluded_by_user(self, name):
             """Whether --exclude-module names module `name` or a package it is in."""
             return any(name == e or name.startswith(e + ".") for e in self.user_excludes)
+
+        def excluded_yet_loaded(self):
+            """[(--exclude-module name, [bundled modules that import it as they load])]: each
+            of those modules fails to import in the bundle. Built-in and frozen modules are
+            inside the interpreter and cannot be left out."""
+            import _imp
+            out = []
+            for e in self.user_excludes:
+                if e in sys.builtin_module_names or _imp.is_frozen(e):
+                    continue
+                importers = sorted(m for m, names in self.load_time.items() if m in self.modules
+                                   and any(n == e or n.startswith(e + ".") for n in names))
+                if importers:
+                    out.append((e, importers))
+            return out
 
         def is_stdlib(self, path):
             """Whether `path` is a module of the standard library (not of a site dir in it)."""
@@ -851,6 +876,42 @@ def make_finder():
                 self.soft.setdefault(n, set()).add(fqname)
             for n in fallbacks:
                 self.soft.setdefault(n, set()).add(fqname)
+
+    def load_time_imports(body, package):
+        """The modules that the statements of `body` import whenever they run: those at the top
+        level, in classes and `with` blocks, and in a `try` that catches no ImportError, but not
+        those in functions, branches, loops or guarded `try`s. A module whose top-level code
+        imports one of them fails to load without it. `package` anchors relative imports."""
+        A = ast_mod()
+        names = set()
+        todo = list(body)
+        while todo:
+            node = todo.pop()
+            if isinstance(node, A.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, A.ImportFrom):
+                base = absolute_name(node.module, node.level, package)
+                if base:
+                    names.add(base)
+                    names.update(base + "." + a.name for a in node.names if a.name != "*")
+            elif isinstance(node, (A.ClassDef, A.With, A.AsyncWith)):
+                todo.extend(node.body)
+            elif isinstance(node, A.Try):
+                if not any(catches_import_error(h) for h in node.handlers):
+                    todo.extend(node.body + node.orelse)
+                todo.extend(node.finalbody)
+        return names
+
+    def absolute_name(module, level, package):
+        """The module that `from <level dots><module> import ...` in `package` names, or None
+        when the dots climb above the top."""
+        if not level:
+            return module
+        parts = package.split(".") if package else []
+        if level - 1 >= len(parts):
+            return None
+        base = ".".join(parts[:len(parts) - level + 1])
+        return base + "." + module if module else base
 
     def catches_import_error(handler):
         A = ast_mod()
@@ -1035,6 +1096,16 @@ def plan(req):
     if "importlib.resources" in finder.modules and module_exists("importlib.readers"):
         finder.add_if_allowed("importlib.readers")
     finder.follow_c_imports()
+    for name, importers in finder.excluded_yet_loaded():
+        shown = ", ".join("the app" if m == "__main__" else m for m in importers[:3])
+        if len(importers) > 3:
+            shown += " and %d more" % (len(importers) - 3)
+        fix = "drop the exclusion"
+        if "__main__" not in importers:
+            fix += ", or exclude %s too" % (importers[0] if len(importers) == 1 else "those")
+        report["warnings"].append(
+            "--exclude-module %s: %s import%s it unconditionally and will fail to load in the "
+            "bundle; %s" % (name, shown, "s" if len(importers) == 1 else "", fix))
 
     stdlib_all = req.get("stdlib") == "all"
 
@@ -1217,7 +1288,8 @@ def plan(req):
     missing, _maybe = finder.any_missing_maybe()
     report["missing"] = sorted(set(
         n.split(".")[0] for n in missing
-        if not pruned(n) and n.split(".")[0] not in sys.builtin_module_names
+        if not pruned(n) and not finder.excluded_by_user(n)
+        and n.split(".")[0] not in sys.builtin_module_names
         and n.split(".")[0] not in OTHER_PLATFORMS and n.split(".")[0] not in finder.modules))
     report["optional_left_out"] = [
         {"name": n, "imported_by": sorted(by)} for n, by in sorted(finder.soft.items())
