@@ -735,10 +735,12 @@ def make_finder():
             suffix, mode, kind = file_info
             import ast
             import io
+            # What the entry script imports as it runs is noted all the same, for the warning
+            # about an exclusion that the app needs.
             if kind == modulefinder._PY_SOURCE and fqname == "__main__":
                 source = fp.read()
                 self.load_time[fqname] = load_time_imports(
-                    drop_other_platforms(ast.parse(source, pathname)).body, "")
+                    drop_other_platforms(ast.parse(source, pathname)).body, "", entry=True)
                 fp = io.BytesIO(source)
             if kind != modulefinder._PY_SOURCE or fqname == "__main__":
                 return modulefinder.ModuleFinder.load_module(self, fqname, fp, pathname, file_info)
@@ -877,11 +879,12 @@ def make_finder():
             for n in fallbacks:
                 self.soft.setdefault(n, set()).add(fqname)
 
-    def load_time_imports(body, package):
+    def load_time_imports(body, package, entry=False):
         """The modules that the statements of `body` import whenever they run: those at the top
         level, in classes and `with` blocks, and in a `try` that catches no ImportError, but not
         those in functions, branches, loops or guarded `try`s. A module whose top-level code
-        imports one of them fails to load without it. `package` anchors relative imports."""
+        imports one of them fails to load without it. `package` anchors relative imports; the
+        `entry` script's main block runs too."""
         A = ast_mod()
         names = set()
         todo = list(body)
@@ -894,7 +897,8 @@ def make_finder():
                 if base:
                     names.add(base)
                     names.update(base + "." + a.name for a in node.names if a.name != "*")
-            elif isinstance(node, (A.ClassDef, A.With, A.AsyncWith)):
+            elif isinstance(node, (A.ClassDef, A.With, A.AsyncWith)) or (
+                    entry and is_main_guard(node)):
                 todo.extend(node.body)
             elif isinstance(node, A.Try):
                 if not any(catches_import_error(h) for h in node.handlers):
