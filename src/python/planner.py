@@ -598,6 +598,7 @@ def make_finder():
             self.sites = k.pop("sites", [])
             self.user_excludes = k.pop("user_excludes", [])
             self.load_time = {}
+            self.scanning = []
             self.soft = {}
             self.user_imported = set()
             self.c_imports = {}
@@ -605,7 +606,11 @@ def make_finder():
             modulefinder.ModuleFinder.__init__(self, *a, **k)
             self.by = {}
 
-        def import_hook(self, name, caller=None, fromlist=None, level=-1):
+        def import_hook(self, name, caller=None, fromlist=None, level=-1, reason=("<entry>",)):
+            """modulefinder's import, noting which module imported each module it brings in.
+            modulefinder passes no `caller` for `from . import x`: that is the module being
+            scanned. Outside a scan, `reason` names why (the modules the planner brings it for,
+            `--include-module`; `<entry>` by default)."""
             # The stdlib's own self-tests (`pickle._test` imports doctest) and debugger hooks
             # would pull in doctest -> pdb -> pydoc -> unittest -> asyncio... Follow these
             # development tools only when the app or its packages import them.
@@ -619,7 +624,10 @@ def make_finder():
                 or caller.__file__ is None and caller.__name__ in sys.builtin_module_names)
             if not stdlib_caller:
                 self.user_imported.add(name)
-            who = caller.__name__ if caller is not None else "<entry>"
+            if caller is not None:
+                who = {caller.__name__}
+            else:
+                who = set(self.scanning[-1:] or reason)
             before = set(self.modules)
             try:
                 return modulefinder.ModuleFinder.import_hook(self, name, caller, fromlist, level)
@@ -627,7 +635,14 @@ def make_finder():
                 # Nested imports finish first, so each module keeps the importer that
                 # actually reached it, not the one at the top of the chain.
                 for new in set(self.modules) - before:
-                    self.by.setdefault(new, {who})
+                    self.by.setdefault(new, set(who))
+
+        def scan_code(self, co, m):
+            self.scanning.append(m.__name__)
+            try:
+                modulefinder.ModuleFinder.scan_code(self, co, m)
+            finally:
+                self.scanning.pop()
 
         def user_names(self):
             """Every global and attribute name the code of the app and its packages uses."""
@@ -656,17 +671,19 @@ def make_finder():
                     if name not in self.modules and facing and not name.startswith("_py"):
                         self.soft.pop(name)
                         try:
-                            self.import_hook(name)
+                            self.import_hook(name, reason=facing)
                         except ImportError:
                             pass
                         changed = True
                         break
 
-        def add_if_allowed(self, name):
-            """Brings in `name` for a reason of the planner's own, not an import it saw: nothing
-            happens when `--exclude-module` keeps it out or this interpreter lacks it."""
+        def add_if_allowed(self, name, needed_by):
+            """Brings in `name` for a reason of the planner's own, not an import it saw: module
+            `needed_by` imports it by a name computed at run time, or runs where the analysis
+            does not follow. Nothing happens when `--exclude-module` keeps it out or this
+            interpreter lacks it."""
             try:
-                self.import_hook(name)
+                self.import_hook(name, reason=[needed_by])
             except ImportError:
                 pass
 
@@ -1088,7 +1105,7 @@ def plan(req):
                             % (script_name, target, module))
     for name in req.get("include", []):
         try:
-            finder.import_hook(name)
+            finder.import_hook(name, reason=["--include-module"])
         except ImportError:
             raise SystemExit("module %r given to --include-module cannot be imported" % name)
     # After the scan of the Python code, so that a module it reaches is listed as imported by
@@ -1098,7 +1115,7 @@ def plan(req):
     # The frozen import system's lazy hooks (see ALWAYS_FROZEN): FileLoader.get_resource_reader
     # imports importlib.readers for importlib.resources (3.10+).
     if "importlib.resources" in finder.modules and module_exists("importlib.readers"):
-        finder.add_if_allowed("importlib.readers")
+        finder.add_if_allowed("importlib.readers", "importlib.resources")
     finder.follow_c_imports()
     for name, importers in finder.excluded_yet_loaded():
         shown = ", ".join("the app" if m == "__main__" else m for m in importers[:3])
@@ -1135,7 +1152,7 @@ def plan(req):
         # An installed tzdata distribution is what zoneinfo would fall back to on the build
         # host: bundle it (it is imported by name at run time, so analysis never reaches it).
         if "tzdata" not in finder.modules:
-            finder.add_if_allowed("tzdata")
+            finder.add_if_allowed("tzdata", "zoneinfo")
         if "tzdata" not in finder.modules:
             zones = host_zoneinfo_files()
             if zones is None:
@@ -1187,14 +1204,14 @@ def plan(req):
     # Host names go through the idna codec (socket.getfqdn, http), which needs unicodedata.
     if "socket" in finder.modules:
         for name in ("stringprep", "unicodedata"):
-            finder.add_if_allowed(name)
+            finder.add_if_allowed(name, "encodings.idna")
     # sysconfig reads the build configuration from a module it imports by a computed name
     # (zoneinfo asks it for TZPATH, for one).
     if "sysconfig" in finder.modules:
         import sysconfig
         get_name = getattr(sysconfig, "_get_sysconfigdata_name", None)
         if get_name is not None:
-            finder.add_if_allowed(get_name())
+            finder.add_if_allowed(get_name(), "sysconfig")
 
     used_dists = set()
     for name, mod in sorted(finder.modules.items()):
