@@ -129,6 +129,11 @@ pub struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Why NAME is in the bundle (a module, a library such as `libcrypto.so.3`, or a bundled
+    /// file): the chain of imports and library needs from the app to it.
+    #[arg(long, value_name = "NAME")]
+    pub why: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -133,6 +133,143 @@ pub fn inspect(path: &Path) -> Result<Value> {
     }))
 }
 
+/// Why `name` (a module, a library or a bundled file) is in the bundle [`inspect`] described as
+/// `v`: `[{"name", "reason"}]`, from `name` back to the app, each step the reason for the one
+/// before it.
+pub fn why(v: &Value, name: &str) -> Result<Value> {
+    let list = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+    let (modules, libraries, files) = (list("modules"), list("libraries"), list("files"));
+    let module = |n: &str| modules.iter().find(|m| m["name"] == n).cloned();
+    let library = |n: &str| {
+        libraries
+            .iter()
+            .find(|l| l["name"] == n || l["path"] == n)
+            .cloned()
+    };
+    let is_file = |p: &str| files.iter().any(|f| f["path"] == p);
+    let entry_file = v["entry"]["path"].as_str();
+    enum Step {
+        Module(String),
+        Library(Value),
+        File(String),
+    }
+    let basename = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    let mut step = if module(name).is_some() {
+        Step::Module(name.to_string())
+    } else if let Some(l) = library(name).or_else(|| library(&basename(name))) {
+        Step::Library(l)
+    } else if is_file(name) {
+        Step::File(name.to_string())
+    } else {
+        anyhow::bail!(
+            "`{name}` is not a module, library or file of this bundle; `pyshrink inspect \
+             BUNDLE` lists them"
+        );
+    };
+    let mut chain = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let (label, reason, next) = match step {
+            Step::Library(l) => {
+                let by = l["needed_by"].as_str().unwrap_or("").to_string();
+                let next = if let Some(up) = library(&by) {
+                    Some(Step::Library(up))
+                } else if is_file(&by) {
+                    Some(Step::File(by.clone()))
+                } else {
+                    None
+                };
+                let reason = if next.is_some() {
+                    format!("needed by {by}")
+                } else {
+                    format!("needed by the interpreter ({by})")
+                };
+                (l["name"].as_str().unwrap_or("").to_string(), reason, next)
+            }
+            Step::File(path) if Some(path.as_str()) == entry_file => (
+                path,
+                "the entry script".to_string(),
+                Some(Step::Module("__main__".to_string())),
+            ),
+            Step::File(path) => match module_of_file(&path).filter(|m| module(m).is_some()) {
+                Some(m) => (
+                    path,
+                    format!("the file of module {m}"),
+                    Some(Step::Module(m)),
+                ),
+                None => (path, "bundled as a file of its own".to_string(), None),
+            },
+            Step::Module(m) => {
+                let by: Vec<String> = module(&m)
+                    .and_then(|x| x["imported_by"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|b| b.as_str().map(String::from))
+                    .collect();
+                let reason = match by.first().map(String::as_str) {
+                    _ if m == "__main__" => "the app".to_string(),
+                    None => "bundled on its own".to_string(),
+                    Some("<entry>") => "the app's entry module".to_string(),
+                    Some("--include-module") => "named by --include-module".to_string(),
+                    Some(_) => format!("imported by {}", by.join(", ")),
+                };
+                let next = by
+                    .first()
+                    .filter(|b| module(b).is_some())
+                    .map(|b| Step::Module(b.clone()));
+                (m, reason, next)
+            }
+        };
+        let looped = !seen.insert(label.clone());
+        chain.push(json!({"name": label, "reason": reason}));
+        match next {
+            Some(n) if !looped => step = n,
+            _ => break,
+        }
+    }
+    Ok(Value::Array(chain))
+}
+
+/// The module whose file is `path` in a bundle: `lib/python3.11/lib-dynload/_ssl.cpython-…so` is
+/// `_ssl`, `lib/python3.11/site-packages/markupsafe/__init__.pyc` is `markupsafe`.
+fn module_of_file(path: &str) -> Option<String> {
+    let rel = ["/site-packages/", "/lib-dynload/", "/"]
+        .iter()
+        .find_map(|root| {
+            let tail = path.strip_prefix("lib/python")?;
+            let at = tail.find(root)?;
+            Some(&tail[at + root.len()..])
+        })
+        .or_else(|| path.strip_prefix("app/"))?;
+    let (dir, file) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let stem = file.split('.').next()?;
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    if stem != "__init__" {
+        parts.push(stem);
+    }
+    (!parts.is_empty()).then(|| parts.join("."))
+}
+
+/// The human-readable form of [`why`]'s value.
+pub fn render_why(v: &Value) -> String {
+    let steps = v.as_array().cloned().unwrap_or_default();
+    let width = steps
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or("").len())
+        .max()
+        .unwrap_or(0);
+    steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{:<width$}  {}\n",
+                s["name"].as_str().unwrap_or(""),
+                s["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
 fn mb(n: u64) -> String {
     if n >= 1_000_000 {
         format!("{:.2} MB", n as f64 / 1e6)

@@ -72,9 +72,14 @@ fn bundle_cmd(args: &BundleArgs) -> Result<ExitCode> {
 
 fn inspect_cmd(args: &cli::InspectArgs) -> Result<ExitCode> {
     use std::io::Write;
-    let value = inspect::inspect(&args.bundle)?;
+    let mut value = inspect::inspect(&args.bundle)?;
+    if let Some(name) = &args.why {
+        value = inspect::why(&value, name)?;
+    }
     let text = if args.json {
         serde_json::to_string_pretty(&value)? + "\n"
+    } else if args.why.is_some() {
+        inspect::render_why(&value)
     } else {
         inspect::render(&value, 25)
     };

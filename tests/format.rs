@@ -227,6 +227,63 @@ fn inspect_reports_contents_libraries_and_modules() {
         .collect();
     assert!(unexplained.is_empty(), "{unexplained:?}");
 
+    // --why walks those reasons back to the app: from OpenSSL's library to the file that needs
+    // it, its module, and the imports that reached that module.
+    let why = |name: &str| {
+        let o = pyshrink()
+            .args(["inspect", "--json", "--why", name])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_code(&o, 0, &format!("inspect --why {name}"));
+        let steps: Vec<(String, String)> = serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().into(),
+                    s["reason"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        steps
+    };
+    let steps = why("libcrypto.so.3");
+    let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "libcrypto.so.3", "{steps:?}");
+    assert!(names[1].contains("/_hashlib."), "{steps:?}");
+    assert_eq!(steps[0].1, format!("needed by {}", names[1]), "{steps:?}");
+    assert_eq!(names[2..], ["_hashlib", "hashlib", "__main__"], "{steps:?}");
+    assert_eq!(steps[3].1, "imported by __main__", "{steps:?}");
+    assert_eq!(steps[4].1, "the app", "{steps:?}");
+    assert_eq!(
+        why("app/knows.pyc"),
+        [
+            ("app/knows.pyc".to_string(), "the entry script".to_string()),
+            ("__main__".to_string(), "the app".to_string())
+        ]
+    );
+    assert_eq!(
+        why("xml.dom.minidom"),
+        [(
+            "xml.dom.minidom".to_string(),
+            "named by --include-module".to_string()
+        )]
+    );
+    let o = pyshrink()
+        .args(["inspect", "--why", "no_such_module"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_code(&o, 1, "inspect --why of a name not in the bundle");
+    assert!(
+        stderr(&o).contains("`no_such_module` is not a module, library or file of this bundle"),
+        "{}",
+        stderr(&o)
+    );
+
     let o = pyshrink().arg("inspect").arg(&out).output().unwrap();
     assert_code(&o, 0, "inspect");
     let text = stdout(&o);
