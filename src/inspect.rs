@@ -368,3 +368,32 @@ pub fn render(v: &Value, top: usize) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::module_of_file;
+
+    #[test]
+    fn bundled_files_map_to_their_modules() {
+        for (path, module) in [
+            (
+                "lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so",
+                Some("_ssl"),
+            ),
+            (
+                "lib/python3.11/site-packages/markupsafe/__init__.pyc",
+                Some("markupsafe"),
+            ),
+            (
+                "lib/python3.11/site-packages/markupsafe/_speedups.cpython-311-x86_64-linux-gnu.so",
+                Some("markupsafe._speedups"),
+            ),
+            ("lib/python3.11/json/decoder.pyc", Some("json.decoder")),
+            ("app/pkg/mod.pyc", Some("pkg.mod")),
+            ("lib/libc.so.6", None),
+            ("lib/python311.zip", None),
+        ] {
+            assert_eq!(module_of_file(path).as_deref(), module, "{path}");
+        }
+    }
+}
