@@ -121,6 +121,11 @@ MODULE_CLI = {"main", "_main", "test", "_test", "_testit", "demo", "_demo"}
 PRUNED_EXT = {"xxlimited", "xxlimited_35", "xxsubtype", "_ctypes_test"}
 
 
+def in_package(name, package):
+    """Whether module `name` is `package` or one of its submodules."""
+    return name == package or name.startswith(package + ".")
+
+
 def pruned(name):
     parts = name.split(".")
     top = parts[0]
@@ -805,7 +810,7 @@ def make_finder():
 
         def excluded_by_user(self, name):
             """Whether --exclude-module names module `name` or a package it is in."""
-            return any(name == e or name.startswith(e + ".") for e in self.user_excludes)
+            return any(in_package(name, e) for e in self.user_excludes)
 
         def excluded_yet_loaded(self):
             """[(--exclude-module name, [bundled modules that import it as they load])]: each
@@ -817,7 +822,7 @@ def make_finder():
                 if e in sys.builtin_module_names or _imp.is_frozen(e):
                     continue
                 importers = sorted(m for m, names in self.load_time.items() if m in self.modules
-                                   and any(n == e or n.startswith(e + ".") for n in names))
+                                   and any(in_package(n, e) for n in names))
                 if importers:
                     out.append((e, importers))
             return out
