@@ -440,6 +440,7 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
         preload,
         second_frame,
         late_frame,
+        late_memory_files: archive.late_memory_files as u64,
         extra: vec![
             ("name".into(), name.clone()),
             ("files".into(), files.to_string()),

@@ -26,6 +26,8 @@ pub struct Archive {
     /// Where the entries unpacked while the interpreter starts begin ([`choose_late`]);
     /// `tar.len()` when there are none.
     pub late: usize,
+    /// How many late files the memory runtime keeps in memory files of their own.
+    pub late_memory_files: usize,
 }
 
 /// Below this much data, one thread unpacks faster than two start.
@@ -213,10 +215,19 @@ pub fn archive(stage: &Path) -> Result<Archive> {
     // second part.
     let late_at = if late > 0 { late_at } else { tar.len() };
     let split = if taken > 0 { split } else { late_at };
+    let late_memory_files = files
+        .iter()
+        .filter(|f| f.part == Part::Late && f.same_as.is_none())
+        .filter(|f| {
+            let path = f.rel.to_str().expect("checked UTF-8 above");
+            pyshrink_stub::memory_file_of_its_own(path.as_bytes(), &f.data)
+        })
+        .count();
     Ok(Archive {
         files: files.len(),
         split,
         late: late_at,
+        late_memory_files,
         tar,
     })
 }

@@ -4,7 +4,9 @@
 //! imports from it with the frozen `zipimport`, so the hundreds of small `.pyc` files of the stdlib
 //! can travel as one stored (uncompressed: the payload is compressed as a whole) zip. A first run
 //! then creates one file instead of hundreds, which is most of what extraction costs on a real
-//! file system. `os.pyc` stays outside: it is the landmark CPython finds its prefix by.
+//! file system. `os.pyc` also stays outside: it is the landmark CPython finds its prefix by. In the
+//! zip, it is what CPython 3.8 to 3.10 (which do not freeze `os`) import at start, so their start
+//! reads nothing but the zip, also while the memory runtime's late frame is being unpacked.
 //!
 //! The zip records come from the format crate (`pyshrink_stub::zip`), which the memory runtime
 //! shares.
@@ -34,7 +36,7 @@ pub fn pack_stdlib(stdlib_dir: &Path, zip_path: &Path) -> Result<usize> {
             .strip_prefix(stdlib_dir)
             .expect("under its root");
         let rel_str = rel.to_string_lossy().into_owned();
-        if entry.file_type().is_file() && rel_str.ends_with(".pyc") && rel_str != "os.pyc" {
+        if entry.file_type().is_file() && rel_str.ends_with(".pyc") {
             files.push((rel_str, entry.path().to_path_buf()));
         }
     }
@@ -63,8 +65,10 @@ pub fn pack_stdlib(stdlib_dir: &Path, zip_path: &Path) -> Result<usize> {
     zip::end_record(&mut out, files.len() as u16, cd_len, cd_offset);
     fs::write(zip_path, &out)
         .with_context(|| format!("failed to write `{}`", zip_path.display()))?;
-    for (_, path) in &files {
-        fs::remove_file(path)?;
+    for (name, path) in &files {
+        if name != "os.pyc" {
+            fs::remove_file(path)?;
+        }
     }
     remove_empty_dirs(stdlib_dir)?;
     Ok(files.len())
@@ -104,7 +108,7 @@ mod tests {
             fs::write(p, body).unwrap();
         }
         let zip = dir.path().join("python311.zip");
-        assert_eq!(pack_stdlib(&lib, &zip).unwrap(), 2);
+        assert_eq!(pack_stdlib(&lib, &zip).unwrap(), 3);
         assert!(lib.join("os.pyc").exists() && lib.join("lib-dynload/x.so").exists());
         assert!(!lib.join("json").exists(), "emptied directories go");
         let out = std::process::Command::new("python3")
@@ -115,7 +119,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            "[('abc.pyc', 'a'), ('json/__init__.pyc', 'j')]",
+            "[('abc.pyc', 'a'), ('json/__init__.pyc', 'j'), ('os.pyc', 'landmark')]",
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );

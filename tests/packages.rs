@@ -1174,3 +1174,64 @@ fn late_frame_is_waited_for_and_never_trusted_half_done() {
         "{err}"
     );
 }
+
+/// From memory, too, the interpreter starts while the late frame is unpacked (its memory files
+/// made first, as many as the manifest says), and the app runs only once all of it is in: a late
+/// frame that does not unpack as the manifest says stops the run before the app starts.
+#[test]
+fn memory_runtime_waits_for_the_late_frame() {
+    let python = default_python();
+    let venv = example_venv("cli", "default", &python);
+    let app = example("cli").join("app.py");
+    let bundle = bundle_with(
+        &[app.to_str().unwrap(), "--python", venv.to_str().unwrap()],
+        &bundles_dir().join("cli-memory-late"),
+    );
+    let good = std::fs::read(&bundle).unwrap();
+    let parsed = pyshrink::payload::parse(&good).unwrap();
+    assert!(parsed.manifest.late_frame > 0, "no late frame");
+    let count = parsed.manifest.late_memory_files;
+    assert!(count > 0, "no extension module in the late frame");
+    let greet = ["greet", "Ada", "--times", "2"];
+
+    // Nothing writable: the memory runtime.
+    let o = Root::new(&bundle)
+        .command(false, &[], &greet)
+        .output()
+        .unwrap();
+    assert_code(&o, 0, "from memory");
+    assert_eq!(stdout(&o), "1. Hello, Ada!\n2. Hello, Ada!\n");
+
+    // The same payload with a manifest (hashed anew) that miscounts the late memory files.
+    let dir = tempdir();
+    for (wrong, says) in [
+        (count - 1, "more memory files"),
+        (count + 1, "fewer memory files"),
+    ] {
+        let mut manifest = parsed.manifest.clone();
+        manifest.late_memory_files = wrong;
+        let bad = dir.path().join(format!("late-{wrong}"));
+        std::fs::write(
+            &bad,
+            pyshrink::payload::assemble(parsed.stub, parsed.payload, &manifest),
+        )
+        .unwrap();
+        std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let o = Root::new(&bad)
+            .command(false, &[], &greet)
+            .output()
+            .unwrap();
+        assert_code(
+            &o,
+            pyshrink_stub::exit::IO,
+            &format!("late_memory_files={wrong}"),
+        );
+        assert_eq!(stdout(&o), "", "the app ran");
+        let err = stderr(&o);
+        assert!(
+            err.contains(says) && err.contains(pyshrink_stub::LATE_FRAME_FAILED),
+            "{err}"
+        );
+    }
+}

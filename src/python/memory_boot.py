@@ -1,8 +1,10 @@
 # The memory runtime's start-up code, compiled by the bundler into the payload as
-# `pyshrink-boot/sitecustomize.pyc`. The launcher puts that directory of its in-memory zip on
-# `PYTHONPATH` and describes the memory files in `PYSHRINK_MEMORY`: the zip's path, then a line
+# `pyshrink-boot/sitecustomize.pyc`. The launcher puts that directory on `PYTHONPATH` (in a zip of
+# its own) and describes the memory files in `PYSHRINK_MEMORY`: the zip's path, then a line
 # `<fd>=<payload path>` for each file kept in a memory file of its own (ELF files, mapped by the
-# loader, and the stdlib zip), `%XX` for bytes below 0x20 and `%`. `site` imports it before the
+# loader, and the stdlib zip), `%XX` for bytes below 0x20 and `%`. With a late frame, a line
+# `late=<pipe>,<listing>`: the zip and the late frame's memory files are complete once the pipe
+# gives `1` (at once when it is empty), and the memory file `<listing>` then lists those files. `site` imports it before the
 # app runs, in the bundle and in its `sys.executable` children alike; on disk it is not on
 # `sys.path` and never runs.
 #
@@ -41,13 +43,35 @@ def _pyshrink_memory():
     root = os.fsdecode(lines[0])
     prefix = root + "/"
     elf = {}
-    for line in lines[1:]:
-        fd, _, rel = line.partition(b"=")
-        if b"%" in rel:
-            parts = rel.split(b"%")
-            rel = parts[0] + b"".join(bytes([int(p[:2], 16)]) + p[2:] for p in parts[1:])
-        if rel:
-            elf[os.fsdecode(rel)] = "/proc/self/fd/" + fd.decode()
+
+    def memory_files(lines):
+        for line in lines:
+            fd, _, rel = line.partition(b"=")
+            if b"%" in rel:
+                parts = rel.split(b"%")
+                rel = parts[0] + b"".join(bytes([int(p[:2], 16)]) + p[2:] for p in parts[1:])
+            if rel:
+                elf[os.fsdecode(rel)] = "/proc/self/fd/" + fd.decode()
+
+    late = [line for line in lines[1:] if line.startswith(b"late=")]
+    memory_files(line for line in lines[1:] if not line.startswith(b"late="))
+    if late:
+        # The late frame is unpacked while the interpreter starts; the zip is complete after it.
+        done, _, listing = late[0][5:].partition(b",")
+        if done:
+            finished = os.read(int(done), 1) == b"1"
+            os.close(int(done))
+            if not finished:
+                os.write(2, ("pyshrink: error: %s\n" % "@LATE_FRAME_FAILED@").encode())
+                os._exit(int("@IO_STATUS@"))
+        listing = int(listing)
+        memory_files(os.pread(listing, os.fstat(listing).st_size, 0).splitlines())
+        os.close(listing)
+        # An import before now may have looked into the zip while it was being written.
+        zipimport._zip_directory_cache.pop(root, None)
+        for entry in list(sys.path_importer_cache):
+            if entry == root or entry.startswith(prefix):
+                del sys.path_importer_cache[entry]
     archive = zipimport.zipimporter(root)
     files = archive._get_files() if hasattr(archive, "_get_files") else archive._files
 
@@ -66,7 +90,7 @@ def _pyshrink_memory():
     dirs = Dirs()
 
     version = "python%d.%d" % sys.version_info[:2]
-    boot = prefix + "pyshrink-boot"
+    boot = os.path.dirname(__file__)
     sys.path[:] = [p for p in sys.path if p != boot]
     for site in ("lib/%s/site-packages/" % version, "lib/python3/dist-packages/"):
         if site in files and prefix + site[:-1] not in sys.path:

@@ -16,6 +16,16 @@ const MEMORY_BOOT: &str = include_str!("memory_boot.py");
 /// The stdlib zip's faster importer, compiled into that zip in every bundle.
 const ZIPIMPORT_FAST: &str = include_str!("zipimport_fast.py");
 
+/// [`MEMORY_BOOT`] with the launcher's words and exit status for a late frame that failed.
+fn memory_boot() -> String {
+    MEMORY_BOOT
+        .replace(
+            "\"@LATE_FRAME_FAILED@\"",
+            &format!("{:?}", pyshrink_stub::LATE_FRAME_FAILED),
+        )
+        .replace("@IO_STATUS@", &pyshrink_stub::exit::IO.to_string())
+}
+
 /// The interpreter's layout, as it reports it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Layout {
@@ -283,7 +293,7 @@ pub fn build_plan(python: &Path, req: &BuildRequest) -> Result<Plan> {
         // Start-up code compiled into the bundle; `{stdlib}` is the stdlib directory.
         "boot_modules": [
             {
-                "source": MEMORY_BOOT,
+                "source": memory_boot(),
                 "dest": format!("{}/sitecustomize.pyc", pyshrink_stub::MEMORY_BOOT_DIR),
             },
             {

@@ -33,7 +33,10 @@ pub mod zip;
 mod launcher;
 
 pub use archive::{check_path, ArchiveEntry, ArchiveReader, EntryKind, Source};
-pub use manifest::{Entry, Manifest, Runtime, MEMORY_BOOT_DIR, MEMORY_LIBS_FILE, ZIPIMPORT_MODULE};
+pub use manifest::{
+    memory_file_of_its_own, Entry, Manifest, Runtime, MEMORY_BOOT_DIR, MEMORY_LIBS_FILE,
+    ZIPIMPORT_MODULE,
+};
 pub use trailer::{content_hasher, Trailer, MAGIC, MAX_MANIFEST_LEN, TRAILER_LEN, VERSION};
 
 /// Why a file could not be read as a bundle. Callers tell these apart: a file that is not a bundle
@@ -70,6 +73,19 @@ pub mod exit {
     pub const NO_EXTRACT_DIR: i32 = 115;
     pub const IO: i32 = crate::io_status!();
     pub const EXEC: i32 = 117;
+}
+
+/// What a bundle says, with [`exit::IO`], when the process unpacking the late frame failed: the
+/// same words whether the launcher or the interpreter's start-up code finds out.
+pub const LATE_FRAME_FAILED: &str = crate::late_frame_failed!();
+
+/// [`LATE_FRAME_FAILED`] as a literal, for the launcher's start-up code (`concat!`).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! late_frame_failed {
+    () => {
+        "the bundle was not completely unpacked; nothing was run\n\nhint: run it again"
+    };
 }
 
 /// [`exit::IO`] as a literal, for the launcher's start-up code (`concat!`).

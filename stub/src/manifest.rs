@@ -15,6 +15,7 @@
 //! runtime=auto
 //! second_frame=1622016
 //! late_frame=3145728
+//! late_memory_files=9
 //! preload=lib/libpython3.11.so.1.0 lib/libm.so.6 lib/libc.so.6 lib/libgcc_s.so.1
 //! ```
 
@@ -113,6 +114,10 @@ pub struct Manifest {
     /// are unpacked, unpacks this one in a process of its own meanwhile, and the app starts when
     /// that is done.
     pub late_frame: u64,
+    /// How many files of the late frame the memory runtime keeps in memory files of their own
+    /// ([`memory_file_of_its_own`]; hard links not counted). It makes those files before the
+    /// interpreter starts, and the process that unpacks the late frame fills them.
+    pub late_memory_files: u64,
     /// Other `key=value` lines, in order: informational for tools such as `pyshrink inspect`.
     pub extra: Vec<(String, String)>,
 }
@@ -144,6 +149,12 @@ impl Manifest {
         if self.late_frame != 0 {
             line("late_frame", &alloc::format!("{}", self.late_frame));
         }
+        if self.late_memory_files != 0 {
+            line(
+                "late_memory_files",
+                &alloc::format!("{}", self.late_memory_files),
+            );
+        }
         line("preload", &self.preload.join(" "));
         for (k, v) in &self.extra {
             line(k, v);
@@ -168,6 +179,7 @@ impl Manifest {
             preload: Vec::new(),
             second_frame: 0,
             late_frame: 0,
+            late_memory_files: 0,
             extra: Vec::new(),
         };
         let mut seen_entry = false;
@@ -208,6 +220,12 @@ impl Manifest {
                     m.late_frame = v
                         .parse()
                         .map_err(|_| bad("manifest late_frame is not a number"))?;
+                    continue;
+                }
+                "late_memory_files" => {
+                    m.late_memory_files = v
+                        .parse()
+                        .map_err(|_| bad("manifest late_memory_files is not a number"))?;
                     continue;
                 }
                 "preload" => {
@@ -251,6 +269,16 @@ impl Manifest {
     }
 }
 
+/// Whether the memory runtime keeps a payload file in a memory file of its own rather than in its
+/// zip: ELF files, which the loader maps, and the stdlib zip (`lib/pythonXY.zip`), which is one
+/// already. `head` is the start of the file's bytes.
+pub fn memory_file_of_its_own(path: &[u8], head: &[u8]) -> bool {
+    head.starts_with(b"\x7fELF")
+        || (path.starts_with(b"lib/python")
+            && path.ends_with(b".zip")
+            && !path[4..].contains(&b'/'))
+}
+
 fn bad(what: &'static str) -> FormatError {
     FormatError::Corrupt(what)
 }
@@ -271,6 +299,7 @@ mod tests {
             preload: vec!["lib/libc.so.6".into(), "lib/libm.so.6".into()],
             second_frame: 1234,
             late_frame: 5678,
+            late_memory_files: 3,
             extra: vec![("files".into(), "42".into())],
         }
     }
@@ -299,6 +328,7 @@ mod tests {
             good.replace("runtime=memory", "runtime=ram"),
             good.replace("second_frame=1234", "second_frame=-1"),
             good.replace("late_frame=5678", "late_frame=x"),
+            good.replace("late_memory_files=3", "late_memory_files=-3"),
             good.replace("preload=lib/libc.so.6", "preload=/lib/libc.so.6"),
         ];
         for bad in cases {
@@ -311,5 +341,22 @@ mod tests {
             );
         }
         assert!(Manifest::decode(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn memory_files_of_their_own_are_elf_files_and_the_stdlib_zip() {
+        let elf = b"\x7fELF\x02\x01\x01";
+        assert!(memory_file_of_its_own(
+            b"lib/python3.11/lib-dynload/_json.so",
+            elf
+        ));
+        assert!(memory_file_of_its_own(b"app/data.bin", elf));
+        assert!(memory_file_of_its_own(b"lib/python311.zip", b"PK\x03\x04"));
+        assert!(!memory_file_of_its_own(
+            b"lib/python3.11/site-packages/x.zip",
+            b"PK\x03\x04"
+        ));
+        assert!(!memory_file_of_its_own(b"app/app.pyc", b"\xa7\r\r\n"));
+        assert!(!memory_file_of_its_own(b"lib/python3.11/os.pyc", b""));
     }
 }

@@ -49,7 +49,7 @@ const BOOT: &str = concat!(
         os.close(int(late))
         if done != b'1':
             sys.stderr.write('''pyshrink: error: ",
-    late_frame_failed!(),
+    crate::late_frame_failed!(),
     "
 ''')
             raise SystemExit(",

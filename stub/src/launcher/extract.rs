@@ -538,7 +538,7 @@ fn put_manifest(fd: &sys::Fd, t: &Trailer, dir_fd: &sys::Fd, dir: &[u8], exe: &[
 /// Runs `job` in a process that is not this one's child (its parent exits at once, so nothing is
 /// left for the interpreter to reap), and returns a pipe that yields `1` once `job` returned, or
 /// end-of-file if it died. Where no process can be started, `job` runs here and `None` returns.
-fn in_background(job: impl FnOnce()) -> Option<sys::Fd> {
+pub fn in_background(job: impl FnOnce()) -> Option<sys::Fd> {
     let Ok((done, tell)) = sys::pipe() else {
         job();
         return None;
@@ -570,7 +570,7 @@ fn in_background(job: impl FnOnce()) -> Option<sys::Fd> {
                 Err(_) => {
                     let mut byte = [0u8];
                     if sys::read(&done, &mut byte) != Ok(1) || byte != *b"1" {
-                        super::die(exit::IO, &[late_frame_failed!().as_bytes()]);
+                        super::die(exit::IO, &[crate::late_frame_failed!().as_bytes()]);
                     }
                     None
                 }

@@ -9,6 +9,11 @@
 //!   installs the import finder for extension modules and lets `open()` read the bundled files by
 //!   their paths; `PYSHRINK_MEMORY` tells it where everything is.
 //!
+//! A late frame is unpacked while the interpreter starts, as on disk: its memory files are made
+//! before (the manifest says how many), a process of its own fills them and finishes the zip,
+//! and the boot code waits for it before it reads the zip. Until then the boot code itself comes
+//! from a zip of its own.
+//!
 //! The loader runs from its memory file with `--preload` for the interpreter's libraries (glibc
 //! matches a `DT_NEEDED` name against the SONAME of an object already loaded), and CPython finds
 //! its prefix from `PYTHONHOME`, the zip. `sys.executable` is the bundle itself: a run of it that
@@ -18,16 +23,20 @@ use alloc::collections::BTreeSet;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use core::ffi::c_int;
+
 use super::exec::{self, Role, Start};
 use super::{die, die_errno, die_format, extract, sys, Env};
-use crate::{exit, zip, ArchiveReader, EntryKind, Manifest, Source, Trailer};
+use crate::{
+    exit, memory_file_of_its_own, zip, ArchiveReader, EntryKind, Manifest, Source, Trailer,
+    MEMORY_BOOT_DIR,
+};
 
 /// Set for the interpreter to the bundle's cache key: a run of the same bundle that sees it was
 /// started as `sys.executable` and behaves as `python3`.
 pub const PYTHON_ROLE_VAR: &[u8] = b"PYSHRINK_PYTHON";
 /// For the boot code: the zip's path, then `<fd>=<payload path>` per memory file of its own.
 const MEMORY_VAR: &[u8] = b"PYSHRINK_MEMORY";
-const ELF_MAGIC: &[u8] = b"\x7fELF";
 /// Buffered zip output is written in pieces of this size.
 const ZIP_BUFFER: usize = 1 << 20;
 
@@ -52,15 +61,23 @@ fn stable(fd: sys::Fd) -> sys::Fd {
         .unwrap_or_else(|e| die_errno(exit::IO, b"failed to move", b"a memory file", e))
 }
 
-fn fd_path(fd: &sys::Fd) -> Vec<u8> {
+fn fd_path(fd: c_int) -> Vec<u8> {
     let mut p = Vec::from(&b"/proc/self/fd/"[..]);
-    sys::push_decimal(&mut p, fd.0 as u64);
+    sys::push_decimal(&mut p, fd as u64);
     p
 }
 
-/// A stored zip written into a memory file as entries arrive.
+/// A memory file kept open for the interpreter: its number, which outlives this process image.
+fn keep(file: sys::Fd) -> c_int {
+    let raw = file.0;
+    core::mem::forget(file);
+    raw
+}
+
+/// A stored zip written into a memory file as entries arrive. The memory file stays open (for the
+/// interpreter, and in the process that unpacks the late frame when that one finishes it).
 struct ZipWriter {
-    fd: sys::Fd,
+    fd: c_int,
     buf: Vec<u8>,
     flushed: u64,
     central: Vec<u8>,
@@ -74,7 +91,7 @@ struct ZipWriter {
 impl ZipWriter {
     fn new(fd: sys::Fd) -> ZipWriter {
         ZipWriter {
-            fd,
+            fd: keep(fd),
             buf: Vec::with_capacity(ZIP_BUFFER),
             flushed: 0,
             central: Vec::new(),
@@ -89,7 +106,7 @@ impl ZipWriter {
     }
 
     fn flush(&mut self) {
-        sys::write_all(self.fd.0, &self.buf)
+        sys::write_all(self.fd, &self.buf)
             .unwrap_or_else(|e| die_errno(exit::IO, b"failed to write", b"a memory file", e));
         self.flushed += self.buf.len() as u64;
         self.buf.clear();
@@ -154,7 +171,7 @@ impl ZipWriter {
             let i = (at - self.flushed) as usize;
             self.buf[i..i + 4].copy_from_slice(&crc);
         } else {
-            sys::pwrite_all(&self.fd, &crc, at)
+            sys::pwrite_all(&sys::Fd::borrowed(self.fd), &crc, at)
                 .unwrap_or_else(|e| die_errno(exit::IO, b"failed to write", b"a memory file", e));
         }
         // The central record just added: its CRC sits 16 bytes in, before the name.
@@ -162,41 +179,59 @@ impl ZipWriter {
         self.central[record + 16..record + 20].copy_from_slice(&crc);
     }
 
-    /// Where the file `name` written before starts, and its size.
-    fn find(&self, name: &[u8]) -> Option<(u64, u64)> {
+    /// Each file written before: its name, where its bytes start, and its size.
+    fn entries(&self) -> impl Iterator<Item = (&[u8], u64, u64)> {
         let c = &self.central;
         let field = |at: usize| u32::from_le_bytes([c[at], c[at + 1], c[at + 2], c[at + 3]]);
         let mut at = 0;
-        while at + 46 <= c.len() {
-            let len = usize::from(u16::from_le_bytes([c[at + 28], c[at + 29]]));
-            if &c[at + 46..at + 46 + len] == name && !name.ends_with(b"/") {
+        core::iter::from_fn(move || {
+            while at + 46 <= c.len() {
+                let len = usize::from(u16::from_le_bytes([c[at + 28], c[at + 29]]));
+                let name = &c[at + 46..at + 46 + len];
                 let start = u64::from(field(at + 42)) + 30 + len as u64;
-                return Some((start, u64::from(field(at + 24))));
+                let size = u64::from(field(at + 24));
+                at += 46 + len;
+                if !name.ends_with(b"/") {
+                    return Some((name, start, size));
+                }
             }
-            at += 46 + len;
-        }
-        None
+            None
+        })
     }
 
-    /// Adds `name` with the bytes of `target`, a file written before; false when there is none.
-    fn copy(&mut self, target: &[u8], name: &[u8]) -> bool {
-        let Some((mut at, size)) = self.find(target) else {
+    /// Where the file `name` written before starts, and its size.
+    fn find(&self, name: &[u8]) -> Option<(u64, u64)> {
+        self.entries()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, start, size)| (start, size))
+    }
+
+    /// Bytes written at `at`, into `out`: how many (at most up to what is flushed, or buffered).
+    fn read_at(&self, at: u64, out: &mut [u8]) -> usize {
+        if at >= self.flushed {
+            let i = (at - self.flushed) as usize;
+            let n = out.len().min(self.buf.len() - i);
+            out[..n].copy_from_slice(&self.buf[i..i + n]);
+            return n;
+        }
+        let n = out.len().min((self.flushed - at) as usize);
+        sys::pread_exact(&sys::Fd::borrowed(self.fd), &mut out[..n], at)
+            .unwrap_or_else(|e| die_errno(exit::IO, b"failed to read", b"a memory file", e));
+        n
+    }
+
+    /// Adds `name` with the bytes of file `target` of `from` (this zip when `None`); false when
+    /// there is no such file.
+    fn copy(&mut self, from: Option<&ZipWriter>, target: &[u8], name: &[u8]) -> bool {
+        let Some((mut at, size)) = from.unwrap_or(self).find(target) else {
             return false;
         };
         let end = at + size;
         let mut chunk = vec![0u8; (size as usize).min(extract::CHUNK)];
         self.start_file(name, size);
         while at < end {
-            let mut n = ((end - at) as usize).min(chunk.len());
-            if at >= self.flushed {
-                let i = (at - self.flushed) as usize;
-                chunk[..n].copy_from_slice(&self.buf[i..i + n]);
-            } else {
-                n = n.min((self.flushed - at) as usize);
-                sys::pread_exact(&self.fd, &mut chunk[..n], at).unwrap_or_else(|e| {
-                    die_errno(exit::IO, b"failed to read", b"a memory file", e)
-                });
-            }
+            let want = ((end - at) as usize).min(chunk.len());
+            let n = from.unwrap_or(self).read_at(at, &mut chunk[..want]);
             self.data(&chunk[..n]);
             at += n as u64;
         }
@@ -210,7 +245,9 @@ impl ZipWriter {
         self.end_file(name.len());
     }
 
-    fn finish(mut self) -> sys::Fd {
+    /// Writes the central directory and seals the memory file (best effort: a kernel without
+    /// sealing still runs the bundle); returns its number.
+    fn finish(mut self) -> c_int {
         let central_offset = self.offset();
         let central = core::mem::take(&mut self.central);
         let central_len = u32::try_from(central.len()).unwrap_or_else(|_| too_big());
@@ -219,15 +256,21 @@ impl ZipWriter {
         zip::end_record(&mut end, self.count as u16, central_len, central_offset);
         self.push(&end);
         self.flush();
+        let _ = sys::seal(&sys::Fd::borrowed(self.fd));
         self.fd
     }
 }
 
-/// Every entry of `archive` into the zip, or into a memory file of its own ([`separate`]).
+/// Memory files kept open for the interpreter, by payload path.
+type Own = Vec<(Vec<u8>, c_int)>;
+
+/// Every entry of `archive` into the zip, or into a memory file of its own
+/// ([`memory_file_of_its_own`]), which `new_file` gives for the entry's path.
 fn take<S: Source>(
     archive: &mut ArchiveReader<S>,
     zip: &mut ZipWriter,
-    own: &mut Vec<(Vec<u8>, sys::Fd)>,
+    own: &mut Own,
+    new_file: &mut dyn FnMut(&[u8]) -> sys::Fd,
     exe: &[u8],
 ) {
     let mut buf = vec![0u8; extract::CHUNK];
@@ -241,8 +284,9 @@ fn take<S: Source>(
             }
             EntryKind::File { size, .. } => {
                 let mut n = fill(archive, &mut buf, exe);
-                if separate(path, &buf[..n]) {
-                    own.push((path.into(), own_file(archive, path, &mut buf, n, exe)));
+                if memory_file_of_its_own(path, &buf[..n]) {
+                    let file = own_file(archive, path, new_file(path), &mut buf, n, exe);
+                    own.push((path.into(), file));
                 } else {
                     zip.start_file(path, size);
                     while n > 0 {
@@ -252,22 +296,18 @@ fn take<S: Source>(
                     zip.end_file(path.len());
                 }
             }
-            EntryKind::Link { target } => match own_copy(own, target.as_bytes()) {
+            EntryKind::Link { target } => match own_of(own, target.as_bytes()) {
                 Some(file) => own.push((path.into(), file)),
-                None if zip.copy(target.as_bytes(), path) => {}
+                None if zip.copy(None, target.as_bytes(), path) => {}
                 None => bad_link(exe),
             },
         }
     }
 }
 
-/// Another descriptor of the memory file of `target`, when it has one of its own.
-fn own_copy(own: &[(Vec<u8>, sys::Fd)], target: &[u8]) -> Option<sys::Fd> {
-    let (_, file) = own.iter().find(|(p, _)| p == target)?;
-    Some(
-        sys::dup(file)
-            .unwrap_or_else(|e| die_errno(exit::IO, b"failed to copy", b"a memory file", e)),
-    )
+/// The memory file of `target`, when it has one of its own: a hard link shares it.
+fn own_of(own: &Own, target: &[u8]) -> Option<c_int> {
+    own.iter().find(|(p, _)| p == target).map(|&(_, file)| file)
 }
 
 fn bad_link(exe: &[u8]) -> ! {
@@ -295,17 +335,16 @@ fn memfd(name: &[u8]) -> sys::Fd {
         .unwrap_or_else(|e| die_errno(exit::IO, b"failed to create memory file", name, e))
 }
 
-/// The rest of the current entry (its first `n` bytes already in `buf`) in a sealed memory file
-/// of its own; the stdlib zip at a stable descriptor number.
+/// The rest of the current entry (its first `n` bytes already in `buf`) into `file`, sealed; the
+/// stdlib zip at a stable descriptor number.
 fn own_file<S: Source>(
     archive: &mut ArchiveReader<S>,
     path: &[u8],
+    file: sys::Fd,
     buf: &mut [u8],
     mut n: usize,
     exe: &[u8],
-) -> sys::Fd {
-    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
-    let file = memfd(name);
+) -> c_int {
     while n > 0 {
         sys::write_all(file.0, &buf[..n])
             .unwrap_or_else(|e| die_errno(exit::IO, b"failed to write memory file for", path, e));
@@ -313,41 +352,122 @@ fn own_file<S: Source>(
     }
     // Best effort: a kernel without sealing still runs the bundle.
     let _ = sys::seal(&file);
-    if path.ends_with(b".zip") {
+    keep(if path.ends_with(b".zip") {
         stable(file)
     } else {
         file
-    }
+    })
 }
 
-/// Whether a payload file goes into a memory file of its own rather than into the zip: ELF files,
-/// which the loader maps, and the stdlib zip (`lib/pythonXY.zip`), which is one already.
-fn separate(path: &[u8], head: &[u8]) -> bool {
-    head.starts_with(ELF_MAGIC)
-        || (path.starts_with(b"lib/python")
-            && path.ends_with(b".zip")
-            && !path[4..].contains(&b'/'))
+/// A new memory file for payload file `path`, named after it.
+fn memory_file_for(path: &[u8]) -> sys::Fd {
+    memfd(path.rsplit(|&b| b == b'/').next().unwrap_or(path))
 }
 
-/// `PYSHRINK_MEMORY=<zip path>\n<fd>=<path>\n...`, bytes below 0x20 and `%` as `%XX`.
-fn memory_var(root: &[u8], own: &[(Vec<u8>, sys::Fd)]) -> Vec<u8> {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+/// `PYSHRINK_MEMORY=<zip path>\n[late=<pipe>,<listing>\n]<fd>=<path>\n...`, bytes below 0x20 and
+/// `%` as `%XX`. With a late frame, `<pipe>` gives `1` once it is unpacked (empty: it is) and the
+/// memory file `<listing>` then holds the `<fd>=<path>` lines of its files.
+fn memory_var(root: &[u8], late: Option<&Late>, own: &Own) -> Vec<u8> {
     let mut out = Vec::from(MEMORY_VAR);
     out.push(b'=');
     out.extend_from_slice(root);
+    if let Some(late) = late {
+        out.extend_from_slice(b"\nlate=");
+        if let Some(done) = &late.done {
+            sys::push_decimal(&mut out, done.0 as u64);
+        }
+        out.push(b',');
+        sys::push_decimal(&mut out, late.listing as u64);
+    }
     for (path, file) in own {
         out.push(b'\n');
-        sys::push_decimal(&mut out, file.0 as u64);
-        out.push(b'=');
-        for &b in path {
-            if b < 0x20 || b == b'%' {
-                out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-            } else {
-                out.push(b);
-            }
-        }
+        push_file(&mut out, *file, path);
     }
     out
+}
+
+/// `<fd>=<path>`, bytes below 0x20 and `%` as `%XX`.
+fn push_file(out: &mut Vec<u8>, file: c_int, path: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    sys::push_decimal(out, file as u64);
+    out.push(b'=');
+    for &b in path {
+        if b < 0x20 || b == b'%' {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+/// The late frame, being unpacked by a process of its own.
+struct Late {
+    /// Readable once that process is done (see `extract::in_background`); `None`: it is.
+    done: Option<sys::Fd>,
+    /// The memory file in which it lists the memory files of the late frame.
+    listing: c_int,
+}
+
+/// Unpacks the late frame at `span` in a process of its own, into the `count` memory files made
+/// here first (what the manifest's `late_memory_files` says) and into `zip`, which it finishes.
+fn unpack_late(
+    fd: &sys::Fd,
+    span: extract::Span,
+    mut zip: ZipWriter,
+    mut own: Own,
+    count: u64,
+    exe: &[u8],
+) -> Late {
+    let made: Vec<c_int> = (0..count).map(|_| keep(memfd(b"pyshrink-late"))).collect();
+    let listing = keep(memfd(b"pyshrink-late-files"));
+    let (raw, exe) = (fd.0, Vec::from(exe));
+    let done = extract::in_background(move || {
+        let corrupt = |what| -> ! { die_format(&crate::FormatError::Corrupt(what), &exe) };
+        let bundle = sys::Fd::borrowed(raw);
+        let early = own.len();
+        let mut files = made.iter();
+        take(
+            &mut extract::frame_archive(&bundle, span, true),
+            &mut zip,
+            &mut own,
+            &mut |path| match files.next() {
+                // Its path must reach the interpreter before it starts (PYTHONPATH).
+                _ if path.ends_with(b".zip") => corrupt("the stdlib zip is in the late frame"),
+                Some(&file) => sys::Fd(file),
+                None => corrupt("the late frame holds more memory files than the manifest says"),
+            },
+            &exe,
+        );
+        if files.next().is_some() {
+            corrupt("the late frame holds fewer memory files than the manifest says");
+        }
+        zip.finish();
+        let mut lines = Vec::new();
+        for (path, file) in &own[early..] {
+            push_file(&mut lines, *file, path);
+            lines.push(b'\n');
+        }
+        sys::write_all(listing, &lines)
+            .unwrap_or_else(|e| die_errno(exit::IO, b"failed to write", b"a memory file", e));
+    });
+    Late { done, listing }
+}
+
+/// A zip of its own for the boot code (the memory runtime's `sitecustomize`), copied from `zip`:
+/// the interpreter imports it before the late frame, and with it `zip`, is complete.
+fn boot_zip(zip: &ZipWriter) -> c_int {
+    let mut boot = ZipWriter::new(stable(memfd(b"pyshrink-boot.zip")));
+    let mut dir = Vec::from(MEMORY_BOOT_DIR.as_bytes());
+    dir.push(b'/');
+    let names: Vec<Vec<u8>> = zip
+        .entries()
+        .filter(|(name, _, _)| name.starts_with(&dir))
+        .map(|(name, _, _)| name.into())
+        .collect();
+    for name in names {
+        boot.copy(Some(zip), &name, &name);
+    }
+    boot.finish()
 }
 
 /// Unpacks the payload into memory and becomes the bundled interpreter.
@@ -370,24 +490,26 @@ pub fn run(
     // than one thread waits for an RCU grace period (milliseconds).
     let mut zip = ZipWriter::new(stable(memfd(b"pyshrink-files.zip")));
     let mut verifier = extract::Verifier::new(t);
-    let root = fd_path(&zip.fd);
+    let root = fd_path(zip.fd);
     let frames = (m.second_frame, m.late_frame);
     let (mut first, second, late) = extract::payload_parts(fd, t, frames, &mut verifier, exe);
     // The second frame holds only files that get memory files of their own.
     let worker = second.map(|span| {
         let exe = Vec::from(exe);
         extract::on_second_frame(fd, span, late.is_none(), move |archive| {
-            let mut own = Vec::new();
+            let mut own = Own::new();
             let mut buf = vec![0u8; extract::CHUNK];
             while let Some(entry) = extract::next_entry(archive, &exe) {
                 let path = entry.path.as_bytes();
                 if let EntryKind::Link { target } = &entry.kind {
-                    let file = own_copy(&own, target.as_bytes()).unwrap_or_else(|| bad_link(&exe));
+                    let file = own_of(&own, target.as_bytes()).unwrap_or_else(|| bad_link(&exe));
                     own.push((path.into(), file));
                     continue;
                 }
                 let n = fill(archive, &mut buf, &exe);
-                if !matches!(entry.kind, EntryKind::File { .. }) || !separate(path, &buf[..n]) {
+                if !matches!(entry.kind, EntryKind::File { .. })
+                    || !memory_file_of_its_own(path, &buf[..n])
+                {
                     die_format(
                         &crate::FormatError::Corrupt(
                             "the payload's second frame holds other files",
@@ -395,33 +517,42 @@ pub fn run(
                         &exe,
                     );
                 }
-                own.push((path.into(), own_file(archive, path, &mut buf, n, &exe)));
+                let file = memory_file_for(path);
+                own.push((
+                    path.into(),
+                    own_file(archive, path, file, &mut buf, n, &exe),
+                ));
             }
             own
         })
     });
-    let mut own: Vec<(Vec<u8>, sys::Fd)> = Vec::new();
-    take(&mut first, &mut zip, &mut own, exe);
+    let mut own = Own::new();
+    take(&mut first, &mut zip, &mut own, &mut memory_file_for, exe);
     drop(first);
     // While the second thread may still be unpacking.
     verifier.finish(fd, exe);
-    if let Some(span) = late {
-        take(
-            &mut extract::frame_archive(fd, span, true),
-            &mut zip,
-            &mut own,
-            exe,
-        );
-    }
-    let zip = zip.finish();
-    let _ = sys::seal(&zip);
     if let Some(worker) = worker {
         own.extend(worker.join());
     }
+    let boot = boot_zip(&zip);
+    let late = match late {
+        Some(span) => Some(unpack_late(
+            fd,
+            span,
+            zip,
+            own.clone(),
+            m.late_memory_files,
+            exe,
+        )),
+        None => {
+            zip.finish();
+            None
+        }
+    };
 
     let find = |path: &[u8]| -> Vec<u8> {
-        match own.iter().find(|(p, _)| p == path) {
-            Some((_, file)) => fd_path(file),
+        match own_of(&own, path) {
+            Some(file) => fd_path(file),
             None => die_format(
                 &crate::FormatError::Corrupt("a file the manifest names is not in the payload"),
                 exe,
@@ -438,11 +569,11 @@ pub fn run(
     let mut python_path = Vec::new();
     for (path, file) in &own {
         if path.ends_with(b".zip") {
-            python_path.extend_from_slice(&fd_path(file));
+            python_path.extend_from_slice(&fd_path(*file));
             python_path.push(b':');
         }
     }
-    python_path.extend_from_slice(&sys::join(&root, crate::MEMORY_BOOT_DIR.as_bytes()));
+    python_path.extend_from_slice(&sys::join(&fd_path(boot), MEMORY_BOOT_DIR.as_bytes()));
 
     let mut vars: Vec<Vec<u8>> = env
         .vars()
@@ -453,7 +584,7 @@ pub fn run(
         })
         .map(Vec::from)
         .collect();
-    vars.push(memory_var(&root, &own));
+    vars.push(memory_var(&root, late.as_ref(), &own));
     let mut var = |k: &[u8], v: &[u8]| {
         let mut kv = Vec::from(k);
         kv.push(b'=');
@@ -473,10 +604,7 @@ pub fn run(
         env: Some(vars),
         late: None,
     };
-    // The descriptors must outlive this process image: exec keeps them (no CLOEXEC).
-    for (_, file) in own {
-        core::mem::forget(file);
-    }
-    core::mem::forget(zip);
+    // The pipe must outlive this process image: exec keeps it (no CLOEXEC).
+    core::mem::forget(late);
     exec::run(start, m, role, user_args, env)
 }

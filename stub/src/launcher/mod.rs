@@ -10,14 +10,6 @@
 //! It is `no_std`, linked statically against musl (or glibc's libc.a), so it needs nothing from
 //! the machine it runs on; it makes no NSS calls and never dlopens.
 
-/// What the launcher says, with [`exit::IO`], when the process unpacking the late frame failed:
-/// the same words whether the launcher or the interpreter's start-up code finds out.
-macro_rules! late_frame_failed {
-    () => {
-        "the bundle was not completely unpacked; nothing was run\n\nhint: run it again"
-    };
-}
-
 mod exec;
 mod extract;
 mod memory;

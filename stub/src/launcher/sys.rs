@@ -300,12 +300,6 @@ pub fn memfd(name: &[u8]) -> Result<Fd, Errno> {
     Err(errno())
 }
 
-/// Another descriptor of the same open file (kept across exec).
-pub fn dup(fd: &Fd) -> Result<Fd, Errno> {
-    // SAFETY: fcntl on an open descriptor with an integer argument.
-    check(unsafe { libc::fcntl(fd.0, libc::F_DUPFD, 0) }).map(Fd)
-}
-
 /// The descriptor moved to the lowest free number at or above `min` (kept across exec).
 pub fn dup_at_least(fd: Fd, min: c_int) -> Result<Fd, Errno> {
     // SAFETY: fcntl on an open descriptor with an integer argument.
