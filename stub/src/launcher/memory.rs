@@ -418,7 +418,11 @@ fn unpack_late(
     count: u64,
     exe: &[u8],
 ) -> Late {
-    let made: Vec<c_int> = (0..count).map(|_| keep(memfd(b"pyshrink-late"))).collect();
+    // One at a time: a count no descriptor table holds fails at its limit, cleanly.
+    let mut made: Vec<c_int> = Vec::new();
+    for _ in 0..count {
+        made.push(keep(memfd(b"pyshrink-late")));
+    }
     let listing = keep(memfd(b"pyshrink-late-files"));
     let (raw, exe) = (fd.0, Vec::from(exe));
     let done = extract::in_background(move || {
