@@ -125,6 +125,16 @@ fn bundle_with(args: &[&str], out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// The cli example bundled from its venv on the default interpreter, as `bundles_dir()/NAME`.
+fn cli_bundle(name: &str) -> PathBuf {
+    let venv = example_venv("cli", "default", &default_python());
+    let app = example("cli").join("app.py");
+    bundle_with(
+        &[app.to_str().unwrap(), "--python", venv.to_str().unwrap()],
+        &bundles_dir().join(name),
+    )
+}
+
 fn bundles_dir() -> PathBuf {
     let d = scratch_dir().join("pkg-bundles");
     std::fs::create_dir_all(&d).unwrap();
@@ -1113,13 +1123,7 @@ fn include_data_lands_next_to_the_app() {
 /// be written stops the app before it runs, with the launcher's I/O status.
 #[test]
 fn late_frame_is_waited_for_and_never_trusted_half_done() {
-    let python = default_python();
-    let venv = example_venv("cli", "default", &python);
-    let app = example("cli").join("app.py");
-    let bundle = bundle_with(
-        &[app.to_str().unwrap(), "--python", venv.to_str().unwrap()],
-        &bundles_dir().join("cli-late"),
-    );
+    let bundle = cli_bundle("cli-late");
     let bytes = std::fs::read(&bundle).unwrap();
     let tail = String::from_utf8_lossy(&bytes[bytes.len() - 2048..]).into_owned();
     assert!(tail.contains("\nlate_frame="), "no late frame:\n{tail}");
@@ -1180,13 +1184,7 @@ fn late_frame_is_waited_for_and_never_trusted_half_done() {
 /// frame that does not unpack as the manifest says stops the run before the app starts.
 #[test]
 fn memory_runtime_waits_for_the_late_frame() {
-    let python = default_python();
-    let venv = example_venv("cli", "default", &python);
-    let app = example("cli").join("app.py");
-    let bundle = bundle_with(
-        &[app.to_str().unwrap(), "--python", venv.to_str().unwrap()],
-        &bundles_dir().join("cli-memory-late"),
-    );
+    let bundle = cli_bundle("cli-memory-late");
     let good = std::fs::read(&bundle).unwrap();
     let parsed = pyshrink::payload::parse(&good).unwrap();
     assert!(parsed.manifest.late_frame > 0, "no late frame");
