@@ -2,11 +2,11 @@
 # `pyshrink-boot/sitecustomize.pyc`. The launcher puts that directory on `PYTHONPATH` (in a zip of
 # its own) and describes the memory files in `PYSHRINK_MEMORY`: the zip's path, then a line
 # `<fd>=<payload path>` for each file kept in a memory file of its own (ELF files, mapped by the
-# loader, and the stdlib zip), `%XX` for bytes below 0x20 and `%`. With a late frame, a line
-# `late=<pipe>,<listing>`: the zip and the late frame's memory files are complete once the pipe
-# gives `1` (at once when it is empty), and the memory file `<listing>` then lists those files. `site` imports it before the
-# app runs, in the bundle and in its `sys.executable` children alike; on disk it is not on
-# `sys.path` and never runs.
+# loader, and the stdlib zip), `%XX` for bytes below 0x20 and `%`. With a late frame, the second
+# line is `late=<pipe>,<listing>`: the zip and the late frame's memory files are complete once the
+# pipe gives `1` (at once when it is empty), and the memory file `<listing>` then lists those
+# files in the same form. `site` imports it before the app runs, in the bundle and in its
+# `sys.executable` children alike; on disk it is not on `sys.path` and never runs.
 #
 # Every bundled path is a path inside the zip, `/proc/self/fd/N/<path in the payload>`:
 # `sys.prefix` is the zip, so `__file__`, `sys.path` and `importlib.resources` all name places in
@@ -53,11 +53,11 @@ def _pyshrink_memory():
             if rel:
                 elf[os.fsdecode(rel)] = "/proc/self/fd/" + fd.decode()
 
-    late = [line for line in lines[1:] if line.startswith(b"late=")]
-    memory_files(line for line in lines[1:] if not line.startswith(b"late="))
+    late = lines.pop(1) if len(lines) > 1 and lines[1].startswith(b"late=") else None
+    memory_files(lines[1:])
     if late:
         # The late frame is unpacked while the interpreter starts; the zip is complete after it.
-        done, _, listing = late[0][5:].partition(b",")
+        done, _, listing = late[5:].partition(b",")
         if done:
             finished = os.read(int(done), 1) == b"1"
             os.close(int(done))

@@ -35,7 +35,8 @@ use crate::{
 /// Set for the interpreter to the bundle's cache key: a run of the same bundle that sees it was
 /// started as `sys.executable` and behaves as `python3`.
 pub const PYTHON_ROLE_VAR: &[u8] = b"PYSHRINK_PYTHON";
-/// For the boot code: the zip's path, then `<fd>=<payload path>` per memory file of its own.
+/// For the boot code: the zip's path, then the late frame's pipe and listing when it has one, then
+/// `<fd>=<payload path>` per memory file of its own (see `memory_var`).
 const MEMORY_VAR: &[u8] = b"PYSHRINK_MEMORY";
 /// Buffered zip output is written in pieces of this size.
 const ZIP_BUFFER: usize = 1 << 20;
@@ -463,13 +464,8 @@ fn boot_zip(zip: &ZipWriter) -> c_int {
     let mut boot = ZipWriter::new(stable(memfd(b"pyshrink-boot.zip")));
     let mut dir = Vec::from(MEMORY_BOOT_DIR.as_bytes());
     dir.push(b'/');
-    let names: Vec<Vec<u8>> = zip
-        .entries()
-        .filter(|(name, _, _)| name.starts_with(&dir))
-        .map(|(name, _, _)| name.into())
-        .collect();
-    for name in names {
-        boot.copy(Some(zip), &name, &name);
+    for (name, _, _) in zip.entries().filter(|(name, _, _)| name.starts_with(&dir)) {
+        boot.copy(Some(zip), name, name);
     }
     boot.finish()
 }
