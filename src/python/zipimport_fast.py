@@ -21,6 +21,10 @@
 # to build those patterns from the table (the same Pattern objects, `==` to a fresh compile); any
 # other pattern, flags or pattern type goes to the compiler itself. Patterns that warn or fail are
 # not in the table, so their warnings and errors come as before.
+#
+# `platform.architecture()` runs `file` in a child process to describe an executable: about 5 ms,
+# paid by every app that loads pycryptodome. For `sys.executable`, the launcher, the answer is
+# known; when `platform` is loaded from the zip, that answer is given without the child.
 
 import marshal
 import os
@@ -110,6 +114,31 @@ class StdlibZip(zipimport.zipimporter):
 def _loaded(module):
     if module.__name__ == _REGEX_COMPILER and REGEX_TABLE:
         _use_regex_table(module)
+    elif module.__name__ == "platform":
+        _known_architecture(module)
+
+
+def _known_architecture(platform):
+    """Answers `platform.architecture()` for `sys.executable` without running `file`.
+
+    For any executable, architecture() runs `file -b` on it in a child process and reads the bits
+    and the linkage from what that prints. `sys.executable` is the launcher (its copy, or the
+    bundle itself in the memory runtime): a static x86-64 ELF executable, which `file` describes
+    as "ELF 64-bit LSB executable", so the answer is ('64bit', 'ELF') whatever the defaults passed.
+    pycryptodome asks as it loads its first native module. An image without `file` answered
+    ('64bit', ''); other executables still go to `file`."""
+    import functools
+
+    architecture = platform.architecture
+    if getattr(architecture, "__wrapped__", None) is not None:
+        return
+
+    def known(executable=sys.executable, bits="", linkage=""):
+        if executable and executable == sys.executable:
+            return "64bit", "ELF"
+        return architecture(executable, bits, linkage)
+
+    platform.architecture = functools.update_wrapper(known, architecture)
 
 
 def _use_regex_table(compiler):
@@ -155,9 +184,10 @@ def install(archive=None):
     for path, finder in list(cache.items()):
         if type(finder) is plain and finder.archive == archive:
             cache[path] = StdlibZip(path)
-    compiler = sys.modules.get(_REGEX_COMPILER)
-    if compiler is not None:
-        _loaded(compiler)
+    for name in (_REGEX_COMPILER, "platform"):
+        module = sys.modules.get(name)
+        if module is not None:
+            _loaded(module)
     # The memory runtime serves the zip from its memfd, while CPython's default entry still
     # names it inside the payload: both are skipped.
     _skip_in_distribution_search({archive, default})
