@@ -618,12 +618,10 @@ fn platform_architecture_of_the_interpreter_runs_no_file_command() {
     let app = repo().join("tests/fixtures/architecture/app.py");
     let fake = tempdir();
     let file = fake.path().join("file");
-    std::fs::write(
+    write_executable(
         &file,
         "#!/bin/sh\necho 'ELF 32-bit LSB executable, Intel 80386'\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     let path = format!("{}:/usr/bin:/bin", fake.path().display());
     let asked = "own ('32bit', 'ELF')\nother ('32bit', 'ELF')\n";
     let on_host = "own ('64bit', 'ELF')\nother ('32bit', 'ELF')\n";

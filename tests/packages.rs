@@ -1209,13 +1209,10 @@ fn memory_runtime_waits_for_the_late_frame() {
         let mut manifest = parsed.manifest.clone();
         manifest.late_memory_files = wrong;
         let bad = dir.path().join(format!("late-{wrong}"));
-        std::fs::write(
+        write_executable(
             &bad,
             pyshrink::payload::assemble(parsed.stub, parsed.payload, &manifest),
-        )
-        .unwrap();
-        std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        );
         let o = Root::new(&bad)
             .command(false, &[], &greet)
             .output()

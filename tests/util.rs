@@ -31,6 +31,12 @@ pub fn tempdir() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// Writes `contents` to `path` as an executable file (mode 0755).
+pub fn write_executable(path: &Path, contents: impl AsRef<[u8]>) {
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
 /// Every interpreter the bundle must work with that is present here: pyenv CPython 3.8-3.13,
 /// Debian's python3.11, and a venv of each of pyenv 3.12 and Debian's 3.11.
 pub fn interpreters() -> &'static [(String, PathBuf)] {
