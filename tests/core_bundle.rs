@@ -669,6 +669,80 @@ fn platform_architecture_of_the_interpreter_runs_no_file_command() {
     }
 }
 
+/// Stdlib modules that nothing outside them notices being run (tempfile, csv, email, zipfile...)
+/// run at their first use in a bundle of Python 3.10 or newer, not at their import. The app sees
+/// what `python3 app.py` shows: the first use from eight threads at once, `from ... import`,
+/// submodules, `dir()` and `importlib.reload`, in both runtimes; only the lines saying whether the
+/// module's code ran before its first use differ. An import that can fail in the bundle (csv with
+/// its C part excluded) is not put off: the app's `except ImportError` gets it, as with `python3`.
+#[test]
+fn stdlib_modules_run_at_first_use_and_behave_as_imported() {
+    let dir = repo().join("tests/fixtures/deferred");
+    let app = dir.join("app.py");
+    let optional = dir.join("optional.py");
+    for (name, python) in interpreters() {
+        // Debian's interpreter has _csv built in: no bundle can leave that out.
+        let facts = Command::new(python)
+            .args([
+                "-c",
+                "import sys; print(sys.version_info >= (3, 10), '_csv' in sys.builtin_module_names)",
+            ])
+            .output()
+            .unwrap();
+        let (deferred, csv_built_in) = match stdout(&facts).split_whitespace().collect::<Vec<_>>()[..]
+        {
+            [newer, built_in] => (newer == "True", built_in == "True"),
+            _ => panic!("{name}: {}", stdout(&facts)),
+        };
+        eprintln!("first use with {name} (deferred: {deferred})");
+        let direct = Command::new(python).arg("-B").arg(&app).output().unwrap();
+        assert_code(&direct, 0, &format!("{name}, python3 app.py"));
+        let mut expected = stdout(&direct);
+        assert!(
+            expected.contains("tempfile ran before use: True\n")
+                && expected.contains("csv ran before use: True\n"),
+            "{name}: {expected}"
+        );
+        if deferred {
+            expected = expected.replace("ran before use: True", "ran before use: False");
+        }
+        let bundled = bundle(&[app.to_str().unwrap()], python);
+        let extract = tempdir();
+        for runtime in ["disk", "memory"] {
+            let o = Command::new(&bundled)
+                .env("PYSHRINK_EXTRACT_DIR", extract.path())
+                .env("PYSHRINK_RUNTIME", runtime)
+                .output()
+                .unwrap();
+            assert_code(&o, 0, &format!("{name}, {runtime}"));
+            assert_eq!(stdout(&o), expected, "{name}, {runtime}");
+        }
+
+        let out = tempdir();
+        let bundled = out.path().join("optional");
+        let o = pyshrink()
+            .args(["bundle", "-q", "--exclude-module", "_csv", "--python"])
+            .arg(python)
+            .arg(&optional)
+            .arg("-o")
+            .arg(&bundled)
+            .output()
+            .unwrap();
+        assert_code(&o, 0, &format!("{name}, bundle optional.py"));
+        let o = Command::new(&bundled)
+            .env("PYSHRINK_EXTRACT_DIR", extract.path())
+            .output()
+            .unwrap();
+        assert_code(&o, 0, &format!("{name}, optional.py"));
+        let expected = if csv_built_in {
+            "csv: imported 1\n"
+        } else {
+            "csv: ImportError for _csv\n"
+        };
+        assert_eq!(stdout(&o), expected, "{name}, csv's C part excluded");
+    }
+}
+
 /// Literal regular expressions come from the table the bundler compiled with the same interpreter:
 /// what the app sees of them (flags, groups, matches, warnings) is what `python3 app.py` shows,
 /// and each table entry equals the interpreter's own compile of it, in both runtimes.

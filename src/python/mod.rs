@@ -299,8 +299,9 @@ pub fn build_plan(python: &Path, req: &BuildRequest) -> Result<Plan> {
             {
                 "source": ZIPIMPORT_FAST,
                 "dest": format!("{{stdlib}}/{}.pyc", pyshrink_stub::ZIPIMPORT_MODULE),
-                // With the patterns compiled ahead appended (`REGEX_TABLE`).
-                "regex_table": true,
+                // With the patterns compiled ahead (`REGEX_TABLE`) and the modules to run at
+                // first use (`DEFERRED`) appended.
+                "tables": true,
             },
         ],
     });

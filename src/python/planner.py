@@ -492,6 +492,68 @@ class RegexTable(object):
         return "REGEX_TABLE = %r\n" % marshal.dumps(self.entries)
 
 
+# Stdlib modules whose import does nothing outside their own namespace (no codec, atexit, signal,
+# warning filter or sys.modules change, no registry of another module), so that running their code
+# at first use rather than at import is invisible but for the time it takes (`zipimport_fast.py`,
+# `DEFERRED`). They are what apps commonly import and often never use on a run: importlib.metadata
+# reads metadata through email, csv and zipfile; tempfile brings random and shutil.
+DEFERRABLE = frozenset((
+    "calendar", "csv", "datetime", "difflib", "email", "email._encoded_words",
+    "email._header_value_parser", "email._parseaddr", "email._policybase", "email.base64mime",
+    "email.charset", "email.contentmanager", "email.encoders", "email.errors", "email.feedparser",
+    "email.generator", "email.header", "email.headerregistry", "email.iterators", "email.message",
+    "email.parser", "email.policy", "email.quoprimime", "email.utils", "fnmatch", "html",
+    "importlib.metadata._adapters", "ipaddress", "linecache", "locale", "pkgutil", "secrets",
+    "socket", "stringprep", "tempfile", "token", "tokenize", "zipfile"))
+
+# Imports each module named in argv as the bundle would, where only the modules named on stdin (and
+# built-in and frozen ones) can be imported, each in a fresh state (what the one before brought in
+# is forgotten); prints the names whose import succeeded.
+BUNDLE_IMPORT_PROBE = """
+import sys, _imp
+held = set(sys.stdin.read().split())
+base = set(sys.modules)
+class OnlyHeld:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name in held or name in sys.builtin_module_names or _imp.is_frozen(name):
+            return None
+        raise ModuleNotFoundError("No module named %r" % name, name=name)
+sys.meta_path.insert(0, OnlyHeld)
+for name in sys.argv[1:]:
+    try:
+        __import__(name)
+        print(name)
+    except BaseException:
+        pass
+    for new in set(sys.modules) - base:
+        del sys.modules[new]
+"""
+
+
+def deferrable(finder):
+    """The modules of DEFERRABLE that the bundle may execute at first use: those it holds whose
+    import succeeds with this interpreter when only what the bundle holds can be imported (so
+    that putting it off never hides an ImportError from an app that catches it). Only where
+    zipimport runs module code through exec_module (3.10 and newer)."""
+    import subprocess
+    import zipimport
+    if not hasattr(zipimport.zipimporter, "exec_module"):
+        return []
+    names = sorted(n for n in DEFERRABLE if n in finder.modules)
+    if not names:
+        return []
+    held = "\n".join(sorted(n for n in finder.modules if not pruned(n)))
+    try:
+        out = subprocess.run([sys.executable, "-I", "-S", "-c", BUNDLE_IMPORT_PROBE] + names,
+                             input=held, stdout=subprocess.PIPE, universal_newlines=True,
+                             check=True).stdout
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+    ok = set(out.split())
+    return [n for n in names if n in ok]
+
+
 def copy(src, dest):
     import shutil
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -1325,14 +1387,17 @@ def plan(req):
     for p in patches:
         if os.path.join(stage, p) not in written:
             report["warnings"].append("host data hook for %s was not staged" % p)
+    deferred = deferrable(finder)
     for boot in req.get("boot_modules", ()):
         # The launcher's start-up code, compiled once here rather than on every start.
         rel = boot["dest"].replace("{stdlib}", os.path.join("lib", ver))
         dest = os.path.join(stage, rel)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         source = boot["source"]
-        if boot.get("regex_table") and regexes.entries:
+        if boot.get("tables") and regexes.entries:
             source = source.rstrip("\n") + "\n\n\n" + regexes.source()
+        if boot.get("tables") and deferred:
+            source = source.rstrip("\n") + "\n\n\nDEFERRED = frozenset(%r)\n" % (deferred,)
         source = source.encode("utf-8")
         write_pyc(dest, compile(source, rel[:-1], "exec", dont_inherit=True), source)
     report["elf"].sort()

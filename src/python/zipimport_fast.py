@@ -25,11 +25,24 @@
 # `platform.architecture()` runs `file` in a child process to describe an executable: about 5 ms,
 # paid by every app that loads pycryptodome. For `sys.executable`, the launcher, the answer is
 # known; when `platform` is loaded from the zip, that answer is given without the child.
+#
+# Much of what an app imports it never uses on a given run: click's CLI imports importlib.metadata,
+# which imports email, csv and zipfile to read a distribution's metadata, 15 to 20 ms of a 90 ms
+# start when no command asks for a version. The modules of `DEFERRED` (appended by the bundler) are
+# executed when they are first used rather than when they are imported: `import csv` binds the
+# module at once, and its code runs on the first access to anything in it (`csv.reader`, `from csv
+# import reader`, `dir(csv)`, `vars(csv)`) other than the attributes the import system set up
+# (`__name__`, `__spec__`, `__path__`...). The bundler puts a module there only when it is on its
+# list of stdlib modules whose import does nothing outside their own namespace, and when importing
+# it with this interpreter brought in only modules the bundle holds: an import that could fail
+# (`try: import ssl`) is never put off. Another thread that uses the module meanwhile waits on the
+# import system's own lock for that module, as it would for an import in progress.
 
 import marshal
 import os
 import sys
 import zipimport
+from types import ModuleType
 
 from _frozen_importlib_external import MAGIC_NUMBER, PathFinder
 
@@ -40,6 +53,8 @@ _PYC_FLAGS = (b"\0\0\0\0", b"\1\0\0\0", b"\3\0\0\0")
 # Replaced by the bundler's table, appended at the end of this module.
 REGEX_TABLE = None
 _REGEX_COMPILER = "re._compiler" if sys.version_info >= (3, 11) else "sre_compile"
+# Replaced by the bundler's list of modules to execute at their first use.
+DEFERRED = frozenset()
 
 
 class StdlibZip(zipimport.zipimporter):
@@ -78,6 +93,10 @@ class StdlibZip(zipimport.zipimporter):
     if hasattr(zipimport.zipimporter, "exec_module"):
 
         def exec_module(self, module):
+            if module.__name__ in DEFERRED and type(module) is ModuleType:
+                _PENDING[id(module)] = module
+                module.__class__ = _Deferred
+                return
             super().exec_module(module)
             _loaded(module)
 
@@ -109,6 +128,68 @@ class StdlibZip(zipimport.zipimporter):
         ):
             return None
         return marshal.loads(memoryview(data)[start + 16 :])
+
+
+# id(module): module, for each deferred module whose code has not run (or is running: `_RUNNING`).
+_PENDING = {}
+_RUNNING = object()
+# What the import system sets on a module before its code runs; reading these runs nothing, so an
+# `import` of a deferred module (which reads `__spec__`) or of a submodule (`__path__`) keeps it
+# deferred.
+_SET_UP = frozenset(
+    ("__name__", "__spec__", "__loader__", "__package__", "__path__", "__file__", "__cached__")
+)
+
+
+class _Deferred(ModuleType):
+    """A module of DEFERRED whose code has not run yet; the first use runs it, and it becomes a
+    plain module again."""
+
+    def __getattribute__(self, name):
+        if name not in _SET_UP:
+            _run(self)
+        return ModuleType.__getattribute__(self, name)
+
+    def __setattr__(self, name, value):
+        _run(self)
+        ModuleType.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        _run(self)
+        ModuleType.__delattr__(self, name)
+
+
+def _run(module):
+    """Runs the code of a deferred module once, holding the import system's lock for its name.
+    The thread running it sees it as it stands meanwhile (as in a circular import), and so does
+    a thread the import system finds in a lock cycle with it."""
+    key = id(module)
+    if key not in _PENDING:
+        return
+    bootstrap = sys.modules["_frozen_importlib"]
+    lock = bootstrap._ModuleLockManager(ModuleType.__getattribute__(module, "__name__"))
+    try:
+        lock.__enter__()
+    except bootstrap._DeadlockError:
+        return
+    try:
+        if _PENDING.get(key) is not module:
+            return
+        _PENDING[key] = _RUNNING
+        spec = ModuleType.__getattribute__(module, "__spec__")
+        try:
+            zipimport.zipimporter.exec_module(spec.loader, module)
+        except BaseException:
+            # As a failed import leaves it: out of sys.modules, so that the next import tries again.
+            if sys.modules.get(spec.name) is module:
+                del sys.modules[spec.name]
+            raise
+        finally:
+            del _PENDING[key]
+            object.__setattr__(module, "__class__", ModuleType)
+        _loaded(module)
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _loaded(module):
