@@ -477,14 +477,11 @@ fn excluded_and_included_modules() {
     for (name, python) in interpreters() {
         eprintln!("--exclude-module and --include-module with {name}");
         // Debian's interpreter has unicodedata built in: no bundle can leave that out.
-        let builtin = Command::new(python)
-            .args([
-                "-c",
-                "import sys; print('unicodedata' in sys.builtin_module_names)",
-            ])
-            .output()
-            .unwrap();
-        let unicodedata_left_out = if stdout(&builtin).trim() == "True" {
+        let builtin = python_says(
+            python,
+            "import sys; print('unicodedata' in sys.builtin_module_names)",
+        );
+        let unicodedata_left_out = if builtin == "True" {
             "present"
         } else {
             "absent"
@@ -682,18 +679,12 @@ fn stdlib_modules_run_at_first_use_and_behave_as_imported() {
     let optional = dir.join("optional.py");
     for (name, python) in interpreters() {
         // Debian's interpreter has _csv built in: no bundle can leave that out.
-        let facts = Command::new(python)
-            .args([
-                "-c",
-                "import sys; print(sys.version_info >= (3, 10), '_csv' in sys.builtin_module_names)",
-            ])
-            .output()
-            .unwrap();
-        let (deferred, csv_built_in) = match stdout(&facts).split_whitespace().collect::<Vec<_>>()[..]
-        {
-            [newer, built_in] => (newer == "True", built_in == "True"),
-            _ => panic!("{name}: {}", stdout(&facts)),
-        };
+        let csv_built_in = python_says(
+            python,
+            "import sys; print('_csv' in sys.builtin_module_names)",
+        ) == "True";
+        let deferred =
+            python_says(python, "import sys; print(sys.version_info >= (3, 10))") == "True";
         eprintln!("first use with {name} (deferred: {deferred})");
         let direct = Command::new(python).arg("-B").arg(&app).output().unwrap();
         assert_code(&direct, 0, &format!("{name}, python3 app.py"));

@@ -160,13 +160,9 @@ fn inspect_reports_contents_libraries_and_modules() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let size = std::fs::metadata(&out).unwrap().len();
     assert_eq!(v["size"].as_u64(), Some(size));
-    let version = std::process::Command::new(&python)
-        .args(["-c", "import platform; print(platform.python_version())"])
-        .output()
-        .unwrap();
     assert_eq!(
         v["python"].as_str().unwrap(),
-        String::from_utf8_lossy(&version.stdout).trim()
+        python_says(&python, "import platform; print(platform.python_version())")
     );
     assert_eq!(v["entry"]["path"], "app/knows.pyc");
     let files = v["files"].as_array().unwrap();

@@ -20,11 +20,7 @@ fn python() -> Option<PathBuf> {
 }
 
 fn python_version(python: &Path) -> String {
-    let o = Command::new(python)
-        .args(["-c", "import platform; print(platform.python_version())"])
-        .output()
-        .unwrap();
-    stdout(&o).trim().to_string()
+    python_says(python, "import platform; print(platform.python_version())")
 }
 
 /// `pyshrink ARGS --python PY --compression-level 3 -q`, which must succeed.

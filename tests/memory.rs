@@ -72,13 +72,7 @@ fn sys_executable_subprocess_and_spawn_work_from_memory() {
             assert_code(&o, 0, &format!("{name} {args:?}"));
             stdout(&o)
         };
-        let version = {
-            let o = Command::new(python)
-                .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-                .output()
-                .unwrap();
-            stdout(&o).trim().to_string()
-        };
+        let version = python_says(python, "import sys; print('%d.%d' % sys.version_info[:2])");
         assert_eq!(
             run(&["subprocess"]),
             format!("{version}\n[]\n"),

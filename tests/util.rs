@@ -37,6 +37,13 @@ pub fn write_executable(path: &Path, contents: impl AsRef<[u8]>) {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
+/// What `python -c code` prints, without the final newline; the command must succeed.
+pub fn python_says(python: &Path, code: &str) -> String {
+    let o = Command::new(python).args(["-c", code]).output().unwrap();
+    assert_code(&o, 0, &format!("{} -c {code:?}", python.display()));
+    stdout(&o).trim().to_string()
+}
+
 /// Every interpreter the bundle must work with that is present here: pyenv CPython 3.8-3.13,
 /// Debian's python3.11, and a venv of each of pyenv 3.12 and Debian's 3.11.
 pub fn interpreters() -> &'static [(String, PathBuf)] {
