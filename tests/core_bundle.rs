@@ -446,11 +446,7 @@ fn stdlib_zip_modules_load_as_zipimport_loads_them() {
     for (name, python) in interpreters() {
         eprintln!("stdlib zip importer with {name}");
         let root = Root::new(&bundle(&[app.to_str().unwrap()], python));
-        for (runtime, writable) in [("disk", true), ("memory", false)] {
-            let o = root.command(writable, &[], &[]).output().unwrap();
-            assert_code(&o, 0, &format!("{name}, {runtime}"));
-            assert_eq!(stdout(&o), expected, "{name}, {runtime}");
-        }
+        root.assert_prints_in_both_runtimes(expected, name);
     }
 }
 
@@ -599,11 +595,7 @@ fn imports_made_by_stdlib_c_modules_are_bundled() {
     for (name, python) in interpreters() {
         eprintln!("stdlib C modules' imports with {name}");
         let root = Root::new(&bundle(&[app.to_str().unwrap()], python));
-        for (runtime, writable) in [("disk", true), ("memory", false)] {
-            let o = root.command(writable, &[], &[]).output().unwrap();
-            assert_code(&o, 0, &format!("{name}, {runtime}"));
-            assert_eq!(stdout(&o), expected, "{name}, {runtime}");
-        }
+        root.assert_prints_in_both_runtimes(expected, name);
     }
 }
 
@@ -645,8 +637,7 @@ fn platform_architecture_of_the_interpreter_runs_no_file_command() {
             );
         }
         let extract = tempdir();
-        let root = Root::new(&bundled);
-        for (runtime, writable) in [("disk", true), ("memory", false)] {
+        for runtime in ["disk", "memory"] {
             let o = Command::new(&bundled)
                 .env("PATH", &path)
                 .env("PYSHRINK_EXTRACT_DIR", extract.path())
@@ -659,10 +650,8 @@ fn platform_architecture_of_the_interpreter_runs_no_file_command() {
                 on_host,
                 "{name}, {runtime}, fake `file` on PATH"
             );
-            let o = root.command(writable, &[], &[]).output().unwrap();
-            assert_code(&o, 0, &format!("{name}, {runtime}, empty root"));
-            assert_eq!(stdout(&o), in_root, "{name}, {runtime}, empty root");
         }
+        Root::new(&bundled).assert_prints_in_both_runtimes(in_root, &format!("{name}, empty root"));
     }
 }
 
@@ -760,10 +749,6 @@ fn literal_regexes_are_compiled_ahead_and_equal_the_interpreters_own() {
             stdout(&direct)
         );
         let root = Root::new(&bundle(&[app.to_str().unwrap()], python));
-        for (runtime, writable) in [("disk", true), ("memory", false)] {
-            let o = root.command(writable, &[], &[]).output().unwrap();
-            assert_code(&o, 0, &format!("{name}, {runtime}"));
-            assert_eq!(stdout(&o), expected, "{name}, {runtime}");
-        }
+        root.assert_prints_in_both_runtimes(&expected, name);
     }
 }

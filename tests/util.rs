@@ -227,6 +227,16 @@ impl Root {
         cmd
     }
 
+    /// Runs `/app` in both runtimes: on a writable root it unpacks to disk, on a read-only one it
+    /// runs from memory. Each run must exit 0 and print `expected`.
+    pub fn assert_prints_in_both_runtimes(&self, expected: &str, what: &str) {
+        for (runtime, writable) in [("disk", true), ("memory", false)] {
+            let o = self.command(writable, &[], &[]).output().unwrap();
+            assert_code(&o, 0, &format!("{what}, {runtime}"));
+            assert_eq!(stdout(&o), expected, "{what}, {runtime}");
+        }
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(true, &[], args).output().unwrap()
     }
