@@ -882,6 +882,44 @@ def machine_summary():
         os.cpu_count(), cpu, mem_kb / 1048576, platform.release(), platform.machine())
 
 
+# What pyshrink must show against its peers, measured in the same run.
+SIZE_VS_STATICX = 0.5
+SIZE_LIMIT = {"hello": 3.5e6, "mountains": 4e6}
+COLD_VS_NUITKA = 0.5
+COLD_VS_STATICX = 0.2
+WARM_VS_PYTHON = 1.1
+
+
+def targets_row(name, size, staticx_size, med, staticx):
+    """One row of the targets table: pyshrink's figures of example `name` next to the budgets
+    taken from the peers' (`med`: (tool, mode) -> median ms; `staticx`: the staticx row used)."""
+    def budget(*limits):
+        limits = [x for x in limits if x is not None]
+        return min(limits) if limits else None
+
+    def fmt(v, f):
+        return "n/a" if v is None else f(v)
+
+    scale = lambda k, v: None if v is None else k * v
+    size_budget = budget(scale(SIZE_VS_STATICX, staticx_size), SIZE_LIMIT.get(name))
+    cold, warm = med.get((PYSHRINK, "cold")), med.get((PYSHRINK, "warm"))
+    cold_budget = budget(scale(COLD_VS_NUITKA, med.get((NUITKA, "cold"))),
+                         scale(COLD_VS_STATICX, med.get((staticx, "cold"))))
+    warm_budget = scale(WARM_VS_PYTHON, med.get((PYTHON, "cold")))
+    missed = []
+    if None not in (size, size_budget) and size > size_budget:
+        missed.append("size")
+    if None not in (cold, cold_budget) and cold > cold_budget:
+        missed.append("cold (floor over)" if warm is not None and warm > cold_budget else "cold")
+    if None not in (warm, warm_budget) and warm > warm_budget:
+        missed.append("warm")
+    unpacking = None if None in (cold, warm) else cold - warm
+    room = None if None in (cold_budget, warm) else cold_budget - warm
+    return [name, fmt(size, fmt_mb), fmt(size_budget, fmt_mb), fmt(cold, fmt_ms), fmt(cold_budget, fmt_ms),
+            fmt(warm, fmt_ms), fmt(unpacking, fmt_ms), fmt(room, fmt_ms), fmt(warm_budget, fmt_ms),
+            ", ".join(missed) or "none"]
+
+
 def report(bench, examples):
     args = bench.args
     tools_bin = os.path.join(args.tools, "bin")
@@ -956,6 +994,7 @@ def report(bench, examples):
     w("")
 
     ratio_rows = []
+    target_rows = []
     for ex in examples:
         w("## %s" % ex.name)
         w("")
@@ -1043,6 +1082,8 @@ def report(bench, examples):
             start_ratio("memory", PYSHRINK),
             start_ratio("memory", NUITKA),
         ] + (["RUNPATH-free copy"] if sx == STATICX_FIX else ["as built"]))
+        target_rows.append(targets_row(ex.name, size_of(PYSHRINK), size_of(sx), {
+            k: median(v) for k, v in truns.items()}, sx))
 
     w("## Ratios")
     w("")
@@ -1057,6 +1098,21 @@ def report(bench, examples):
              "cold start: pyshrink / PyInstaller", "warm start: pyshrink / python3 app.py",
              "memory runtime start / disk cold start", "memory runtime start / Nuitka",
              "staticx row used"], ratio_rows))
+    w("")
+
+    w("## Targets")
+    w("")
+    w("Each budget is computed from this run: size at most %.1f× PyInstaller+staticx (and at most the "
+      "fixed sizes: %s); cold start at most %.1f× Nuitka's and %.1f× PyInstaller+staticx's; warm start "
+      "at most %.1f× `python3 app.py`'s. A cold start is a warm start plus what unpacking adds (cold "
+      "minus warm); the room for unpacking is the cold budget minus the warm start. Where the warm start "
+      "alone is over the cold budget (*floor over*), no faster unpacking can meet it." % (
+          SIZE_VS_STATICX, ", ".join("%s %.1f MB" % (k, v / 1e6) for k, v in sorted(SIZE_LIMIT.items())),
+          COLD_VS_NUITKA, COLD_VS_STATICX, WARM_VS_PYTHON))
+    w("")
+    w(table(["example", "size (MB)", "size budget (MB)", "cold start (ms)", "cold budget (ms)",
+             "warm start (ms)", "unpacking adds (ms)", "room for unpacking (ms)", "warm budget (ms)",
+             "missed"], target_rows))
     w("")
 
     w("## pyshrink bundle composition")
