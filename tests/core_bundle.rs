@@ -698,17 +698,10 @@ fn stdlib_modules_run_at_first_use_and_behave_as_imported() {
             assert_eq!(stdout(&o), expected, "{name}, {runtime}");
         }
 
-        let out = tempdir();
-        let bundled = out.path().join("optional");
-        let o = pyshrink()
-            .args(["bundle", "-q", "--exclude-module", "_csv", "--python"])
-            .arg(python)
-            .arg(&optional)
-            .arg("-o")
-            .arg(&bundled)
-            .output()
-            .unwrap();
-        assert_code(&o, 0, &format!("{name}, bundle optional.py"));
+        let bundled = bundle(
+            &[optional.to_str().unwrap(), "--exclude-module", "_csv"],
+            python,
+        );
         let o = Command::new(&bundled)
             .env("PYSHRINK_EXTRACT_DIR", extract.path())
             .output()
