@@ -1394,10 +1394,11 @@ def plan(req):
         dest = os.path.join(stage, rel)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         source = boot["source"]
-        if boot.get("tables") and regexes.entries:
-            source = source.rstrip("\n") + "\n\n\n" + regexes.source()
-        if boot.get("tables") and deferred:
-            source = source.rstrip("\n") + "\n\n\nDEFERRED = frozenset(%r)\n" % (deferred,)
+        if boot.get("tables"):
+            if regexes.entries:
+                source = source.rstrip("\n") + "\n\n\n" + regexes.source()
+            if deferred:
+                source = source.rstrip("\n") + "\n\n\nDEFERRED = frozenset(%r)\n" % (deferred,)
         source = source.encode("utf-8")
         write_pyc(dest, compile(source, rel[:-1], "exec", dont_inherit=True), source)
     report["elf"].sort()
