@@ -719,9 +719,9 @@ fn stdlib_modules_run_at_first_use_and_behave_as_imported() {
 /// An import's objects skip the young generations of the cyclic garbage collector in a bundle:
 /// importing a module that makes 60,000 objects runs no collection of the youngest generation,
 /// and leaves what it made in the oldest. Everything else the app sees of the collector is what
-/// `python3 app.py` shows: the thresholds, a cycle dropped during the import
-/// collected by `gc.collect()`, thresholds the app sets during an import, objects it froze, the
-/// collector switched off, and no frame of pyshrink's in the traceback of a failed import. Every
+/// `python3 app.py` shows: the thresholds, a cycle dropped during the import collected by
+/// `gc.collect()`, thresholds the app sets during an import, objects it froze, the collector
+/// switched off, and no frame of pyshrink's in the traceback of a failed import. Every
 /// interpreter, both runtimes.
 #[test]
 fn imports_leave_their_objects_to_the_oldest_generation() {
