@@ -636,21 +636,12 @@ fn platform_architecture_of_the_interpreter_runs_no_file_command() {
                 "{name}: file says {text}"
             );
         }
-        let extract = tempdir();
-        for runtime in ["disk", "memory"] {
-            let o = Command::new(&bundled)
-                .env("PATH", &path)
-                .env("PYSHRINK_EXTRACT_DIR", extract.path())
-                .env("PYSHRINK_RUNTIME", runtime)
-                .output()
-                .unwrap();
-            assert_code(&o, 0, &format!("{name}, {runtime}"));
-            assert_eq!(
-                stdout(&o),
-                on_host,
-                "{name}, {runtime}, fake `file` on PATH"
-            );
-        }
+        assert_prints_on_host_in_both_runtimes(
+            &bundled,
+            &[("PATH", &path)],
+            on_host,
+            &format!("{name}, fake `file` on PATH"),
+        );
         Root::new(&bundled).assert_prints_in_both_runtimes(in_root, &format!("{name}, empty root"));
     }
 }
@@ -687,21 +678,13 @@ fn stdlib_modules_run_at_first_use_and_behave_as_imported() {
             expected = expected.replace("ran before use: True", "ran before use: False");
         }
         let bundled = bundle(&[app.to_str().unwrap()], python);
-        let extract = tempdir();
-        for runtime in ["disk", "memory"] {
-            let o = Command::new(&bundled)
-                .env("PYSHRINK_EXTRACT_DIR", extract.path())
-                .env("PYSHRINK_RUNTIME", runtime)
-                .output()
-                .unwrap();
-            assert_code(&o, 0, &format!("{name}, {runtime}"));
-            assert_eq!(stdout(&o), expected, "{name}, {runtime}");
-        }
+        assert_prints_on_host_in_both_runtimes(&bundled, &[], &expected, name);
 
         let bundled = bundle(
             &[optional.to_str().unwrap(), "--exclude-module", "_csv"],
             python,
         );
+        let extract = tempdir();
         let o = Command::new(&bundled)
             .env("PYSHRINK_EXTRACT_DIR", extract.path())
             .output()
@@ -741,16 +724,7 @@ fn imports_leave_their_objects_to_the_oldest_generation() {
             .replace(young, "collections while importing: none\n")
             .replace(old, "made last, now in the oldest generation: True\n");
         let bundled = bundle(&[app.to_str().unwrap()], python);
-        let extract = tempdir();
-        for runtime in ["disk", "memory"] {
-            let o = Command::new(&bundled)
-                .env("PYSHRINK_EXTRACT_DIR", extract.path())
-                .env("PYSHRINK_RUNTIME", runtime)
-                .output()
-                .unwrap();
-            assert_code(&o, 0, &format!("{name}, {runtime}"));
-            assert_eq!(stdout(&o), expected, "{name}, {runtime}");
-        }
+        assert_prints_on_host_in_both_runtimes(&bundled, &[], &expected, name);
     }
 }
 

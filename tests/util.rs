@@ -183,6 +183,27 @@ pub fn bundle_source(dir: &Path, name: &str, source: &str, python: &Path) -> Pat
     out
 }
 
+/// Runs `bundle` on the host in both runtimes (`PYSHRINK_RUNTIME`), unpacking into a directory
+/// of its own, with `env` added. Each run must exit 0 and print `expected`.
+pub fn assert_prints_on_host_in_both_runtimes(
+    bundle: &Path,
+    env: &[(&str, &str)],
+    expected: &str,
+    what: &str,
+) {
+    let extract = tempdir();
+    for runtime in ["disk", "memory"] {
+        let o = Command::new(bundle)
+            .envs(env.iter().copied())
+            .env("PYSHRINK_EXTRACT_DIR", extract.path())
+            .env("PYSHRINK_RUNTIME", runtime)
+            .output()
+            .unwrap();
+        assert_code(&o, 0, &format!("{what}, {runtime}"));
+        assert_eq!(stdout(&o), expected, "{what}, {runtime}");
+    }
+}
+
 /// An empty root for bubblewrap: only `/app` (a copy of the bundle), `/proc`, `/dev`.
 pub struct Root {
     pub dir: tempfile::TempDir,
