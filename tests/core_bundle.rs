@@ -450,6 +450,26 @@ fn stdlib_zip_modules_load_as_zipimport_loads_them() {
     }
 }
 
+/// Development tools that the stdlib imports only for its self-tests and debugger hooks come whole
+/// when the app imports them: a unittest case (with `unittest.mock`) and a doctest run in the
+/// bundle as they do with `python3 app.py`. Every interpreter, both runtimes.
+#[test]
+fn development_tools_the_app_imports_come_with_what_they_import() {
+    let app = repo().join("tests/fixtures/dev_tools/app.py");
+    for (name, python) in interpreters() {
+        eprintln!("unittest and doctest with {name}");
+        let direct = Command::new(python).arg("-B").arg(&app).output().unwrap();
+        assert_code(&direct, 0, &format!("{name}, python3 app.py"));
+        let expected = stdout(&direct);
+        assert!(
+            expected.contains("unittest: 2 run, 0 failed\n") && expected.contains("attempted=1)"),
+            "{name}: {expected}"
+        );
+        let bundled = bundle(&[app.to_str().unwrap()], python);
+        assert_prints_on_host_in_both_runtimes(&bundled, &[], &expected, name);
+    }
+}
+
 /// `--exclude-module` keeps a module out even when the analysis would add it on its own (the idna
 /// codec's stringprep and unicodedata, for an app with sockets), and an excluded C module's
 /// pure-Python fallback comes in its place (decimal's). `--include-module` brings a module that

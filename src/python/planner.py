@@ -680,9 +680,11 @@ def make_finder():
             `--include-module`; `<entry>` by default)."""
             # The stdlib's own self-tests (`pickle._test` imports doctest) and debugger hooks
             # would pull in doctest -> pdb -> pydoc -> unittest -> asyncio... Follow these
-            # development tools only when the app or its packages import them.
+            # development tools only when the app or its packages import them; then a tool
+            # brings in what it imports itself (unittest its submodules, doctest pdb).
             if (caller is not None and name.split(".")[0] in DEV_ONLY and caller.__file__
-                    and self.stdlib and under(caller.__file__, self.stdlib)):
+                    and self.stdlib and under(caller.__file__, self.stdlib)
+                    and caller.__name__.split(".")[0] not in DEV_ONLY):
                 return None
             if caller is not None and caller.__name__ in self.soft.get(name, ()):
                 return None
