@@ -451,8 +451,9 @@ fn stdlib_zip_modules_load_as_zipimport_loads_them() {
 }
 
 /// Development tools that the stdlib imports only for its self-tests and debugger hooks come whole
-/// when the app imports them: a unittest case (with `unittest.mock`) and a doctest run in the
-/// bundle as they do with `python3 app.py`. Every interpreter, both runtimes.
+/// when the app imports them, or a stdlib module imports one as it loads: a unittest case (with
+/// `unittest.mock`) and a doctest run in the bundle as they do with `python3 app.py`, and
+/// xmlrpc.server finds pydoc. Every interpreter, both runtimes.
 #[test]
 fn development_tools_the_app_imports_come_with_what_they_import() {
     let app = repo().join("tests/fixtures/dev_tools/app.py");
@@ -462,7 +463,9 @@ fn development_tools_the_app_imports_come_with_what_they_import() {
         assert_code(&direct, 0, &format!("{name}, python3 app.py"));
         let expected = stdout(&direct);
         assert!(
-            expected.contains("unittest: 2 run, 0 failed\n") && expected.contains("attempted=1)"),
+            expected.contains("unittest: 2 run, 0 failed\n")
+                && expected.contains("attempted=1)")
+                && expected.contains("pydoc's HTMLDoc\n"),
             "{name}: {expected}"
         );
         let bundled = bundle(&[app.to_str().unwrap()], python);

@@ -666,6 +666,8 @@ def make_finder():
             self.user_excludes = k.pop("user_excludes", [])
             self.load_time = {}
             self.scanning = []
+            # Per code object being scanned: whether it is its module's own (runs as it loads).
+            self.module_level = []
             self.soft = {}
             self.user_imported = set()
             self.c_imports = {}
@@ -680,11 +682,13 @@ def make_finder():
             `--include-module`; `<entry>` by default)."""
             # The stdlib's own self-tests (`pickle._test` imports doctest) and debugger hooks
             # would pull in doctest -> pdb -> pydoc -> unittest -> asyncio... Follow these
-            # development tools only when the app or its packages import them; then a tool
-            # brings in what it imports itself (unittest its submodules, doctest pdb).
+            # development tools only when the app or its packages import them, when a stdlib
+            # module imports one as it loads (xmlrpc.server imports pydoc), and when one imports
+            # another or its own submodules (doctest imports pdb; unittest, unittest.result).
             if (caller is not None and name.split(".")[0] in DEV_ONLY and caller.__file__
                     and self.stdlib and under(caller.__file__, self.stdlib)
-                    and caller.__name__.split(".")[0] not in DEV_ONLY):
+                    and caller.__name__.split(".")[0] not in DEV_ONLY
+                    and not self.module_level[-1:] == [True]):
                 return None
             if caller is not None and caller.__name__ in self.soft.get(name, ()):
                 return None
@@ -708,10 +712,12 @@ def make_finder():
 
         def scan_code(self, co, m):
             self.scanning.append(m.__name__)
+            self.module_level.append(co is getattr(m, "__code__", None))
             try:
                 modulefinder.ModuleFinder.scan_code(self, co, m)
             finally:
                 self.scanning.pop()
+                self.module_level.pop()
 
         def user_names(self):
             """Every global and attribute name the code of the app and its packages uses."""
