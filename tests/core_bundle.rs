@@ -236,6 +236,34 @@ fn daemon_threads_at_exit_do_not_abort() {
     }
 }
 
+/// An app that imports every stdlib module and submodule the interpreter can import (but what
+/// pyshrink never bundles: the stdlib's tests, IDLE, Tk, ensurepip, lib2to3, distutils, venv,
+/// the host's sitecustomize)
+/// imports them all in a bundle too, with no hint but the import statements. Every interpreter,
+/// both runtimes.
+#[test]
+fn every_stdlib_module_the_app_imports_imports_in_the_bundle() {
+    let make_app = repo().join("tests/fixtures/stdlib_all/make_app.py");
+    for (name, python) in interpreters() {
+        let dir = tempdir();
+        let o = Command::new(python).arg(&make_app).output().unwrap();
+        assert_code(&o, 0, &format!("{name}, make_app.py"));
+        let source = stdout(&o);
+        let app = dir.path().join("app.py");
+        std::fs::write(&app, &source).unwrap();
+        let direct = Command::new(python).arg("-B").arg(&app).output().unwrap();
+        assert_code(&direct, 0, &format!("{name}, python3 app.py"));
+        let expected = stdout(&direct);
+        eprintln!("every stdlib module with {name}: {}", expected.trim());
+        assert!(
+            expected.starts_with("imported ") && !expected.contains("failed:"),
+            "{name}: {expected}"
+        );
+        let bundled = bundle_source(dir.path(), "stdlib_all", &source, python);
+        assert_prints_on_host_in_both_runtimes(&bundled, &[], &expected, name);
+    }
+}
+
 /// `-m module` and a directory with `__main__.py`.
 #[test]
 fn module_and_directory_apps() {

@@ -32,7 +32,8 @@
 # executed when they are first used rather than when they are imported: `import csv` binds the
 # module at once, and its code runs on the first access to anything in it (`csv.reader`, `from csv
 # import reader`, `dir(csv)`, `vars(csv)`) other than the attributes the import system set up
-# (`__name__`, `__spec__`, `__path__`...). The bundler puts a module there only when it is on its
+# (`__name__`, `__spec__`, `__path__`...), or on the import of one of its submodules: a package runs
+# before its submodules, as with CPython. The bundler puts a module there only when it is on its
 # list of stdlib modules whose import does nothing outside their own namespace, and when importing
 # it with this interpreter brought in only modules the bundle holds: an import that could fail
 # (`try: import ssl`) is never put off. Another thread that uses the module meanwhile waits on the
@@ -151,6 +152,8 @@ class StdlibZip(zipimport.zipimporter):
 
 # id(module): module, for each deferred module whose code has not run (or is running: `_RUNNING`).
 _PENDING = {}
+# The top-level names of the deferred packages' modules, set by `install()`.
+_DEFERRED_TOPS = frozenset()
 _RUNNING = object()
 # What the import system sets on a module before its code runs; reading these runs nothing, so an
 # `import` of a deferred module (which reads `__spec__`) or of a submodule (`__path__`) keeps it
@@ -262,22 +265,38 @@ def _use_regex_table(compiler):
     compiler.compile = functools.update_wrapper(compile, compile_pattern)
 
 
-def _collect_less_while_importing():
+def _run_parent(name, import_):
+    """Before a submodule of a deferred package is imported, imports the package and runs its
+    code, as CPython would have: the package's code may import that submodule itself (3.12's
+    zipfile ends with `from ._path import Path`), and the submodule's may use the package."""
+    parent = name.rpartition(".")[0]
+    if parent.partition(".")[0] not in _DEFERRED_TOPS:
+        return
+    if parent not in sys.modules:
+        import_(parent)
+    module = sys.modules.get(parent)
+    if module is not None and _PENDING.get(id(module)) is module:
+        _run(module)
+
+
+def _wrap_find_and_load():
     """Wraps the import system's `_find_and_load`, which runs every import of a module not yet
-    loaded, to change how the collector treats what the main thread's imports create."""
+    loaded: a submodule of a deferred package runs its package first (`_run_parent`), and the
+    collector treats what the main thread's imports create as lasting."""
     bootstrap = sys.modules["_frozen_importlib"]
     find_and_load = bootstrap._find_and_load
     if getattr(find_and_load, "__wrapped__", None) is not None:
         return
-    if "t" in getattr(sys, "abiflags", ""):
-        return
+    collect_less = "t" not in getattr(sys, "abiflags", "")
     main = _thread.get_ident()
     depth = [0]
     # The freeze count after the last move: a different one means the app froze objects.
     frozen = [gc.get_freeze_count()]
 
     def _find_and_load(name, import_):
-        if depth[0] or _thread.get_ident() != main:
+        if "." in name and _DEFERRED_TOPS:
+            _run_parent(name, import_)
+        if not collect_less or depth[0] or _thread.get_ident() != main:
             return find_and_load(name, import_)
         before = gc.get_threshold()
         if not 0 < before[0] < _IMPORT_THRESHOLD:
@@ -306,13 +325,15 @@ def _collect_less_while_importing():
 def install(archive=None):
     """Serves the stdlib zip (`archive`, by default `<prefix>/lib/pythonXY.zip`, when it is on
     sys.path) and the packages in it through StdlibZip; other paths keep CPython's importers.
-    The main thread's imports leave what they create to the oldest generation. Only the first
-    call counts."""
+    A submodule of a deferred package runs its package first, and the main thread's imports
+    leave what they create to the oldest generation. Only the first call counts."""
     default = "%s/lib/python%d%d.zip" % ((sys.prefix,) + sys.version_info[:2])
     if archive is None:
         archive = default
     plain = zipimport.zipimporter
-    _collect_less_while_importing()
+    global _DEFERRED_TOPS
+    _DEFERRED_TOPS = frozenset(name.partition(".")[0] for name in DEFERRED)
+    _wrap_find_and_load()
     if archive not in sys.path or plain not in sys.path_hooks:
         return
     inside = archive + "/"
