@@ -125,7 +125,7 @@ pub fn check_entry_path(path: &str) {
 pub fn with_fixed_checksums(data: &[u8]) -> Vec<u8> {
     let mut out = data.to_vec();
     let mut at = 0usize;
-    while let Some(h) = out.get_mut(at..at + 512) {
+    while let Some(h) = at.checked_add(512).and_then(|end| out.get_mut(at..end)) {
         if h.iter().all(|&b| b == 0) {
             break;
         }
