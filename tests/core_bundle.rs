@@ -251,9 +251,7 @@ fn every_stdlib_module_the_app_imports_imports_in_the_bundle() {
         let source = stdout(&o);
         let app = dir.path().join("app.py");
         std::fs::write(&app, &source).unwrap();
-        let direct = Command::new(python).arg("-B").arg(&app).output().unwrap();
-        assert_code(&direct, 0, &format!("{name}, python3 app.py"));
-        let expected = stdout(&direct);
+        let expected = python_prints(python, &app, name);
         eprintln!("every stdlib module with {name}: {}", expected.trim());
         assert!(
             expected.starts_with("imported ") && !expected.contains("failed:"),
@@ -487,9 +485,7 @@ fn development_tools_the_app_imports_come_with_what_they_import() {
     let app = repo().join("tests/fixtures/dev_tools/app.py");
     for (name, python) in interpreters() {
         eprintln!("unittest and doctest with {name}");
-        let direct = Command::new(python).arg("-B").arg(&app).output().unwrap();
-        assert_code(&direct, 0, &format!("{name}, python3 app.py"));
-        let expected = stdout(&direct);
+        let expected = python_prints(python, &app, name);
         assert!(
             expected.contains("unittest: 2 run, 0 failed\n")
                 && expected.contains("attempted=1)")
@@ -717,9 +713,7 @@ fn stdlib_modules_run_at_first_use_and_behave_as_imported() {
         let deferred =
             python_says(python, "import sys; print(sys.version_info >= (3, 10))") == "True";
         eprintln!("first use with {name} (deferred: {deferred})");
-        let direct = Command::new(python).arg("-B").arg(&app).output().unwrap();
-        assert_code(&direct, 0, &format!("{name}, python3 app.py"));
-        let mut expected = stdout(&direct);
+        let mut expected = python_prints(python, &app, name);
         assert!(
             expected.contains("tempfile ran before use: True\n")
                 && expected.contains("csv ran before use: True\n"),
@@ -762,9 +756,7 @@ fn imports_leave_their_objects_to_the_oldest_generation() {
     let app = repo().join("tests/fixtures/import_gc/app.py");
     for (name, python) in interpreters() {
         eprintln!("collector and imports with {name}");
-        let direct = Command::new(python).arg("-B").arg(&app).output().unwrap();
-        assert_code(&direct, 0, &format!("{name}, python3 app.py"));
-        let direct = stdout(&direct);
+        let direct = python_prints(python, &app, name);
         let young = "collections while importing: some\n";
         let old = "made last, now in the oldest generation: False\n";
         assert!(
@@ -787,22 +779,16 @@ fn literal_regexes_are_compiled_ahead_and_equal_the_interpreters_own() {
     let app = repo().join("tests/fixtures/regex_table/app.py");
     for (name, python) in interpreters() {
         eprintln!("regex table with {name}");
-        let direct = std::process::Command::new(python)
-            .arg("-B")
-            .arg(&app)
-            .output()
-            .unwrap();
-        assert_code(&direct, 0, &format!("{name}, python3 app.py"));
+        let direct = python_prints(python, &app, name);
         let expected = format!(
             "{}from the table: data date digits word\n\
              table entries equal to the compiler's own: True, built without parsing: True \
              (over 5)\n",
-            stdout(&direct)
+            direct
         );
         assert!(
-            stdout(&direct).contains("warnings [('FutureWarning', 'Possible nested set"),
-            "{name}: {}",
-            stdout(&direct)
+            direct.contains("warnings [('FutureWarning', 'Possible nested set"),
+            "{name}: {direct}"
         );
         let root = Root::new(&bundle(&[app.to_str().unwrap()], python));
         root.assert_prints_in_both_runtimes(&expected, name);

@@ -44,6 +44,13 @@ pub fn python_says(python: &Path, code: &str) -> String {
     stdout(&o).trim().to_string()
 }
 
+/// What `python -B script` prints; the run must exit 0 (`name` says which interpreter).
+pub fn python_prints(python: &Path, script: &Path, name: &str) -> String {
+    let o = Command::new(python).arg("-B").arg(script).output().unwrap();
+    assert_code(&o, 0, &format!("{name}, python3 {}", script.display()));
+    stdout(&o)
+}
+
 /// Every interpreter the bundle must work with that is present here: pyenv CPython 3.8-3.13,
 /// Debian's python3.11, and a venv of each of pyenv 3.12 and Debian's 3.11.
 pub fn interpreters() -> &'static [(String, PathBuf)] {
