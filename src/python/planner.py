@@ -688,7 +688,7 @@ def make_finder():
             if (caller is not None and name.split(".")[0] in DEV_ONLY and caller.__file__
                     and self.stdlib and under(caller.__file__, self.stdlib)
                     and caller.__name__.split(".")[0] not in DEV_ONLY
-                    and not self.module_level[-1:] == [True]):
+                    and not (self.module_level and self.module_level[-1])):
                 return None
             if caller is not None and caller.__name__ in self.soft.get(name, ()):
                 return None

@@ -289,30 +289,31 @@ def _wrap_find_and_load():
         return
     collect_less = "t" not in getattr(sys, "abiflags", "")
     main = _thread.get_ident()
-    depth = [0]
+    importing = False
     # The freeze count after the last move: a different one means the app froze objects.
-    frozen = [gc.get_freeze_count()]
+    frozen = gc.get_freeze_count()
 
     def _find_and_load(name, import_):
+        nonlocal importing, frozen
         if "." in name and _DEFERRED_TOPS:
             _run_parent(name, import_)
-        if not collect_less or depth[0] or _thread.get_ident() != main:
+        if not collect_less or importing or _thread.get_ident() != main:
             return find_and_load(name, import_)
         before = gc.get_threshold()
         if not 0 < before[0] < _IMPORT_THRESHOLD:
             return find_and_load(name, import_)
         gc.set_threshold(_IMPORT_THRESHOLD, *before[1:])
-        depth[0] = 1
+        importing = True
         try:
             return find_and_load(name, import_)
         finally:
-            depth[0] = 0
+            importing = False
             if gc.get_threshold()[0] == _IMPORT_THRESHOLD:
                 gc.set_threshold(*before)
-                if gc.get_freeze_count() == frozen[0]:
+                if gc.get_freeze_count() == frozen:
                     gc.freeze()
                     gc.unfreeze()
-                    frozen[0] = 0
+                    frozen = 0
 
     # Tracebacks of errors raised while importing leave out the import system's own frames by
     # their file name; this frame is one of them.
