@@ -422,8 +422,11 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
     )?;
 
     progress.step("compressing");
-    let archive = payload::archive(stage)?;
-    let (compressed, second_frame, late_frame) =
+    let mut at_start = preload.clone();
+    at_start.push(format!("{LIBRARY_PATH}/{}", loader_name.to_string_lossy()));
+    at_start.push(INTERPRETER.into());
+    let archive = payload::archive(stage, &at_start)?;
+    let (compressed, second_frame, late_frame, tail_frame) =
         payload::compress_archive(&archive, args.compression_level)?;
     let (tar, files) = (&archive.tar, archive.files);
     let manifest = Manifest {
@@ -440,6 +443,7 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
         preload,
         second_frame,
         late_frame,
+        tail_frame,
         late_memory_files: archive.late_memory_files as u64,
         extra: vec![
             ("name".into(), name.clone()),

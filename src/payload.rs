@@ -1,4 +1,4 @@
-//! Writing bundles: a reproducible tar of the staged tree, in one or two zstd frames, the
+//! Writing bundles: a reproducible tar of the staged tree, in up to four zstd frames, the
 //! manifest and the trailer defined in the `pyshrink-stub` crate.
 
 use std::fs;
@@ -24,8 +24,11 @@ pub struct Archive {
     /// [`choose_second`]); `late` when there are none.
     pub split: usize,
     /// Where the entries unpacked while the interpreter starts begin ([`choose_late`]);
-    /// `tar.len()` when there are none.
+    /// `tail` when there are none.
     pub late: usize,
+    /// Where the entries unpacked while the app runs begin ([`choose_tail`]); `tar.len()` when
+    /// there are none.
+    pub tail: usize,
     /// How many late files the memory runtime keeps in memory files of their own.
     pub late_memory_files: usize,
 }
@@ -49,6 +52,10 @@ const HASH_COST_PER_MB_COMPRESSED: f64 = 600.0;
 /// hides.
 const LATE_BUDGET: f64 = 10_000.0;
 const LATE_MIN: f64 = 2_000.0;
+
+/// Most files in the tail: the launcher tells the interpreter of each one it unpacked with a byte
+/// down a pipe, which the interpreter may never read, and a pipe holds at least 4 KiB.
+const TAIL_MAX_FILES: usize = 4000;
 
 /// Smaller files are stored as they are, even when another file has the same bytes: a copy
 /// within zstd's window costs the payload only a few bytes, and each keeps an inode of its own.
@@ -77,8 +84,10 @@ struct File {
 /// Tars every regular file (and empty directory) under `stage` with fixed mtime, owner and modes
 /// (0755 for executables and ELF files, 0644 otherwise), so the same inputs give the same bytes.
 /// Entries are sorted by path, except that ELF files making up about half of the unpacking work
-/// come last, after `split`, for the launcher's second thread.
-pub fn archive(stage: &Path) -> Result<Archive> {
+/// come after `split`, for the launcher's second thread, then the late part, then the tail.
+/// `at_start`: the ELF files the interpreter loads as it starts (itself, the loader, the
+/// libraries it is linked with), which never come in the tail.
+pub fn archive(stage: &Path, at_start: &[String]) -> Result<Archive> {
     let mut empty_dirs = Vec::new();
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(stage).sort_by_file_name() {
@@ -145,6 +154,24 @@ pub fn archive(stage: &Path) -> Result<Archive> {
 
     store_once(&mut files);
     let compressed = estimate_costs(&mut files);
+    let tail = choose_tail(&mut files, at_start);
+    if !tail.is_empty() {
+        let list: String = tail
+            .iter()
+            .map(|&i| format!("{}\n", files[i].rel.display()))
+            .collect();
+        files.push(File {
+            rel: pyshrink_stub::TAIL_LIST_FILE.into(),
+            data: list.into_bytes(),
+            exec: false,
+            code: None,
+            relocations: None,
+            words: None,
+            cost: COST_PER_FILE,
+            part: Part::First,
+            same_as: None,
+        });
+    }
     let late = choose_late(&mut files);
     let total_len: u64 = files.iter().map(|f| f.data.len() as u64).sum();
     let taken = if total_len >= SPLIT_MIN {
@@ -158,10 +185,18 @@ pub fn archive(stage: &Path) -> Result<Archive> {
         }
     }
     // The interpreter's start lists these directories (`site`, the exec_prefix landmark), so they
-    // are made before it starts even when all their files come late.
-    for f in files.iter().filter(|f| f.part == Part::Late) {
-        let root = late_root(&f.rel).expect("late files are under a late root");
-        if !empty_dirs.contains(&root) {
+    // are made before it starts even when all their files come late (the tail's libraries are
+    // beside libpython).
+    for f in files
+        .iter()
+        .filter(|f| matches!(f.part, Part::Late | Part::Tail))
+    {
+        let root = late_root(&f.rel);
+        assert!(
+            root.is_some() || f.part == Part::Tail,
+            "late files are under a late root"
+        );
+        if let Some(root) = root.filter(|r| !empty_dirs.contains(r)) {
             empty_dirs.push(root);
         }
     }
@@ -171,14 +206,24 @@ pub fn archive(stage: &Path) -> Result<Archive> {
         let mut header = fixed_header(tar::EntryType::Directory, 0, 0o755);
         builder.append_data(&mut header, rel, std::io::empty())?;
     }
-    let (mut split, mut late_at) = (0, 0);
-    for part in [Part::First, Part::Second, Part::Late] {
-        match part {
-            Part::First => {}
-            Part::Second => split = builder.get_ref().len(),
-            Part::Late => late_at = builder.get_ref().len(),
-        }
-        for f in files.iter().filter(|f| f.part == part) {
+    let (mut split, mut late_at, mut tail_at) = (0, 0, 0);
+    for part in [Part::First, Part::Second, Part::Late, Part::Tail] {
+        let order: Vec<&File> = match part {
+            Part::First => files.iter().filter(|f| f.part == part).collect(),
+            Part::Second => {
+                split = builder.get_ref().len();
+                files.iter().filter(|f| f.part == part).collect()
+            }
+            Part::Late => {
+                late_at = builder.get_ref().len();
+                files.iter().filter(|f| f.part == part).collect()
+            }
+            Part::Tail => {
+                tail_at = builder.get_ref().len();
+                tail.iter().map(|&i| &files[i]).collect()
+            }
+        };
+        for f in order {
             let mode = if f.exec { 0o755 } else { 0o644 };
             if let Some(first) = f.same_as {
                 let mut header = fixed_header(tar::EntryType::Link, 0, mode);
@@ -211,13 +256,14 @@ pub fn archive(stage: &Path) -> Result<Archive> {
     let tar = builder
         .into_inner()
         .context("failed to finish the archive")?;
-    // Without a late part, the end-of-archive blocks stay in the frame before it; the same for a
-    // second part.
-    let late_at = if late > 0 { late_at } else { tar.len() };
+    // Without a tail, the end-of-archive blocks stay in the frame before it; the same for a late
+    // and a second part.
+    let tail_at = if tail.is_empty() { tar.len() } else { tail_at };
+    let late_at = if late > 0 { late_at } else { tail_at };
     let split = if taken > 0 { split } else { late_at };
     let late_memory_files = files
         .iter()
-        .filter(|f| f.part == Part::Late && f.same_as.is_none())
+        .filter(|f| matches!(f.part, Part::Late | Part::Tail) && f.same_as.is_none())
         .filter(|f| {
             let path = f.rel.to_str().expect("checked UTF-8 above");
             pyshrink_stub::memory_file_of_its_own(path.as_bytes(), &f.data)
@@ -227,6 +273,7 @@ pub fn archive(stage: &Path) -> Result<Archive> {
         files: files.len(),
         split,
         late: late_at,
+        tail: tail_at,
         late_memory_files,
         tar,
     })
@@ -241,6 +288,8 @@ enum Part {
     Second,
     /// Unpacked while the interpreter starts ([`choose_late`]).
     Late,
+    /// Unpacked while the app runs ([`choose_tail`]).
+    Tail,
 }
 
 /// A GNU header of `kind` with the archive's fixed times: mtime 0.
@@ -337,7 +386,10 @@ fn choose_late(files: &mut [File]) -> usize {
     let mut sum = 0.0;
     let mut chosen = Vec::new();
     for (i, f) in files.iter().enumerate() {
-        let eligible = f.same_as.is_none() && !early[i] && late_root(&f.rel).is_some();
+        let eligible = f.same_as.is_none()
+            && !early[i]
+            && f.part == Part::First
+            && late_root(&f.rel).is_some();
         if eligible && sum + f.cost <= LATE_BUDGET {
             sum += f.cost;
             chosen.push(i);
@@ -352,6 +404,64 @@ fn choose_late(files: &mut [File]) -> usize {
     chosen.len()
 }
 
+/// Marks the files of the tail and returns them in the order they are archived: shared objects
+/// that nothing reads before the app imports them. Those are extension modules (of the stdlib and
+/// of site-packages), the libraries a wheel vendors beside them, and the bundled libraries the
+/// interpreter does not load as it starts (`at_start`): OpenSSL, libffi, liblzma... The launcher's
+/// start-up code makes an import of one of those modules wait for its file and its libraries.
+/// Smallest first: the modules imported early are mostly small, and the big libraries have the
+/// longest to come. None when the tail would be too little to be worth a pipe, or when a `.pth`
+/// file or `sitecustomize` could import a module before the app starts (and before anything
+/// waits): `site` runs them as the interpreter starts.
+fn choose_tail(files: &mut [File], at_start: &[String]) -> Vec<usize> {
+    let runs_at_start = |f: &File| {
+        let parts: Vec<&str> = f.rel.iter().filter_map(|c| c.to_str()).collect();
+        let name = match parts.as_slice() {
+            ["lib", _, "site-packages" | "dist-packages", name] | ["lib", _, name] => *name,
+            _ => return false,
+        };
+        let pth_import = name.ends_with(".pth")
+            && f.data
+                .split(|&b| b == b'\n')
+                .any(|l| l.starts_with(b"import ") || l.starts_with(b"import\t"));
+        pth_import || name.starts_with("sitecustomize.") || name.starts_with("usercustomize.")
+    };
+    if files.iter().any(runs_at_start) {
+        return Vec::new();
+    }
+    let mut twinned = vec![false; files.len()];
+    for f in files.iter() {
+        if let Some(first) = f.same_as {
+            twinned[first] = true;
+        }
+    }
+    let shared_object = |f: &File| {
+        let name = f.rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        f.data.starts_with(b"\x7fELF") && (name.ends_with(".so") || name.contains(".so."))
+    };
+    let mut tail: Vec<usize> = (0..files.len())
+        .filter(|&i| {
+            let f = &files[i];
+            let parts: Vec<&str> = f.rel.iter().filter_map(|c| c.to_str()).collect();
+            let library = matches!(parts.as_slice(), ["lib", _])
+                && !at_start.iter().any(|p| Path::new(p) == f.rel);
+            f.same_as.is_none()
+                && !twinned[i]
+                && shared_object(f)
+                && (library || (late_root(&f.rel).is_some() && parts.first() == Some(&"lib")))
+        })
+        .collect();
+    tail.sort_by_key(|&i| (files[i].data.len(), i));
+    tail.truncate(TAIL_MAX_FILES);
+    if tail.iter().map(|&i| files[i].cost).sum::<f64>() < LATE_MIN {
+        return Vec::new();
+    }
+    for &i in &tail {
+        files[i].part = Part::Tail;
+    }
+    tail
+}
+
 /// Marks the ELF files the launcher's second thread unpacks, so that both threads finish together:
 /// the first unpacks the rest (most of the files) and computes the content hash over the whole
 /// payload (`compressed`, estimated). Late files take no part. Returns how many were marked.
@@ -359,7 +469,7 @@ fn choose_second(files: &mut [File], compressed: f64) -> usize {
     const MB: f64 = 1e6;
     let total: f64 = files
         .iter()
-        .filter(|f| f.part != Part::Late)
+        .filter(|f| f.part == Part::First)
         .map(|f| f.cost)
         .sum();
     let hash = compressed / MB * HASH_COST_PER_MB_COMPRESSED;
@@ -367,7 +477,7 @@ fn choose_second(files: &mut [File], compressed: f64) -> usize {
     let slower = |second: f64| second.max(total - second + hash);
     let target = (total + hash) / 2.0;
     let mut elf: Vec<usize> = (0..files.len())
-        .filter(|&i| files[i].part != Part::Late && files[i].data.starts_with(b"\x7fELF"))
+        .filter(|&i| files[i].part == Part::First && files[i].data.starts_with(b"\x7fELF"))
         .collect();
     elf.sort_by(|&a, &b| files[b].cost.total_cmp(&files[a].cost).then(a.cmp(&b)));
     // Two greedy passes, biggest first: one takes a file when it brings the second part closer
@@ -497,11 +607,17 @@ fn append_pax(builder: &mut tar::Builder<Vec<u8>>, records: &[(&str, String)]) -
     Ok(())
 }
 
-/// The archive compressed as one zstd frame per part, and where the second and the late frame
-/// start (0 when there is none). The frames are independent, so they are compressed on threads of
+/// The archive compressed as one zstd frame per part, and where the second frame, the late frame
+/// and the tail start (0 when there is none; the late frame starts where the tail does when it has
+/// no part of its own). The frames are independent, so they are compressed on threads of
 /// their own: the same bytes in less time.
-pub fn compress_archive(a: &Archive, level: i32) -> Result<(Vec<u8>, u64, u64)> {
-    let parts = [&a.tar[..a.split], &a.tar[a.split..a.late], &a.tar[a.late..]];
+pub fn compress_archive(a: &Archive, level: i32) -> Result<(Vec<u8>, u64, u64, u64)> {
+    let parts = [
+        &a.tar[..a.split],
+        &a.tar[a.split..a.late],
+        &a.tar[a.late..a.tail],
+        &a.tar[a.tail..],
+    ];
     let frames: Vec<(usize, Result<Vec<u8>>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..parts.len())
             .filter(|&i| !parts[i].is_empty())
@@ -518,13 +634,15 @@ pub fn compress_archive(a: &Archive, level: i32) -> Result<(Vec<u8>, u64, u64)> 
             .collect()
     });
     // Where each part's frame starts; an empty part has none (0).
-    let mut starts = [0u64; 3];
+    let mut starts = [0u64; 4];
     let mut out = Vec::new();
     for (i, frame) in frames {
         starts[i] = out.len() as u64;
         out.extend_from_slice(&frame?);
     }
-    Ok((out, starts[1], starts[2]))
+    // The late frame's span runs to the end: a tail without a late part starts it.
+    let late = if starts[2] != 0 { starts[2] } else { starts[3] };
+    Ok((out, starts[1], late, starts[3]))
 }
 
 /// One zstd frame with the content size and checksum recorded.
@@ -670,7 +788,7 @@ mod tests {
         let stage = tempfile::tempdir().unwrap();
         fs::write(stage.path().join("prog"), &exe).unwrap();
         fs::write(stage.path().join("notes.txt"), b"not an ELF file").unwrap();
-        let a = archive(stage.path()).unwrap();
+        let a = archive(stage.path(), &[]).unwrap();
         let tar = a.tar.as_slice();
         for key in [PAX_X86, PAX_RELA, PAX_RELA_DATA] {
             let record = format!(" {key}=");
@@ -746,7 +864,7 @@ mod tests {
         put("lib/libone.so", &elf, 0o755);
         put("lib/libtwo.so", &elf, 0o755);
         put("lib/libother.so", &data(2_500_000, true, 5), 0o755);
-        let a = archive(stage.path()).unwrap();
+        let a = archive(stage.path(), &[]).unwrap();
         let [first, second, late] = parts(&a);
         let all: Vec<_> = first.iter().chain(&second).chain(&late).collect();
         let link = |path: &str| {
@@ -991,7 +1109,7 @@ mod tests {
         for i in 0..12 {
             fs::write(sp.join(format!("m{i}.pyc")), data(150_000, false, i + 2)).unwrap();
         }
-        let a = archive(stage.path()).unwrap();
+        let a = archive(stage.path(), &[]).unwrap();
         assert!(a.late < a.tar.len(), "no late part");
         let early = entries(&a.tar[..a.late], false);
         let late = entries(&a.tar[a.late..], true);
@@ -1003,7 +1121,8 @@ mod tests {
             .all(|(p, dir)| !dir && p.starts_with("lib/python3.11/site-packages/pkg/")));
         assert_eq!(early.len() + late.len(), 1 + 1 + 12);
 
-        let (bytes, second, late_frame) = compress_archive(&a, 3).unwrap();
+        let (bytes, second, late_frame, tail_frame) = compress_archive(&a, 3).unwrap();
+        assert_eq!(tail_frame, 0, "no tail");
         assert!(late_frame > second);
         let back = zstd::stream::decode_all(&bytes[late_frame as usize..]).unwrap();
         assert!(
@@ -1011,5 +1130,99 @@ mod tests {
             "the late frame is the late part alone"
         );
         assert!(zstd::stream::decode_all(bytes.as_slice()).unwrap() == a.tar);
+    }
+
+    #[test]
+    fn shared_objects_not_loaded_at_start_come_in_the_tail_smallest_first() {
+        let stage = tempfile::tempdir().unwrap();
+        let put = |rel: &str, bytes: Vec<u8>| {
+            let path = stage.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, bytes).unwrap();
+        };
+        let dynload = "lib/python3.11/lib-dynload";
+        let site = "lib/python3.11/site-packages";
+        put("bin/python.real", data(20_000, true, 1));
+        put("lib/libpython3.11.so.1.0", data(3 << 20, true, 2));
+        put("lib/libcrypto.so.3", data(2 << 20, true, 3));
+        put(
+            &format!("{dynload}/_json.cpython-311-x86_64-linux-gnu.so"),
+            data(40_000, true, 4),
+        );
+        // Loaded by `encodings` as the interpreter starts, for some locales.
+        put(
+            &format!("{dynload}/_codecs_jp.cpython-311-x86_64-linux-gnu.so"),
+            data(90_000, true, 5),
+        );
+        put(
+            &format!("{site}/pkg/_speedups.abi3.so"),
+            data(300_000, true, 6),
+        );
+        put(
+            &format!("{site}/pkg.libs/libvendored-1a2b.so.1"),
+            data(200_000, true, 7),
+        );
+        // An executable, and the app's own files: run or read by their path.
+        put(&format!("{site}/pkg/tool"), data(100_000, true, 8));
+        put("app/plugin.so", data(50_000, true, 9));
+        put(&format!("{site}/pkg/__init__.pyc"), data(10_000, false, 10));
+        let at_start = [
+            "lib/libpython3.11.so.1.0".to_string(),
+            "bin/python.real".into(),
+        ];
+        let a = archive(stage.path(), &at_start).unwrap();
+        assert!(a.tail < a.tar.len(), "no tail");
+        let want = [
+            format!("{dynload}/_json.cpython-311-x86_64-linux-gnu.so"),
+            format!("{site}/pkg.libs/libvendored-1a2b.so.1"),
+            format!("{site}/pkg/_speedups.abi3.so"),
+            "lib/libcrypto.so.3".into(),
+        ];
+        let tail: Vec<String> = entries(&a.tar[a.tail..], true)
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(tail, want);
+        // lib-dynload is CPython's exec_prefix landmark: there before the interpreter starts.
+        assert!(entries(&a.tar[..a.late], false).contains(&(dynload.into(), true)));
+        // The list, for the launcher and the start-up code, comes before the interpreter starts.
+        let mut reader = pyshrink_stub::ArchiveReader::part(&a.tar[..a.late]);
+        let mut list = None;
+        while let Some(e) = reader.next_entry().unwrap() {
+            let mut bytes = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = reader.read_data(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                bytes.extend_from_slice(&buf[..n]);
+            }
+            if e.path == pyshrink_stub::TAIL_LIST_FILE {
+                list = Some(String::from_utf8(bytes).unwrap());
+            }
+        }
+        assert_eq!(list.expect("the tail's list"), want.join("\n") + "\n");
+        assert_eq!(
+            a.late_memory_files,
+            want.len(),
+            "tail files are the memory runtime's late ones"
+        );
+
+        let (bytes, _, late_frame, tail_frame) = compress_archive(&a, 3).unwrap();
+        assert_eq!(
+            late_frame, tail_frame,
+            "a tail without a late part starts the late frame"
+        );
+        let back = zstd::stream::decode_all(&bytes[tail_frame as usize..]).unwrap();
+        assert!(
+            back == a.tar[a.tail..],
+            "the tail's frame is the tail alone"
+        );
+
+        // A `.pth` line that imports runs as the interpreter starts, before anything waits.
+        put(&format!("{site}/hook.pth"), b"import pkg\n".to_vec());
+        let a = archive(stage.path(), &at_start).unwrap();
+        assert_eq!(a.tail, a.tar.len(), "a tail despite an importing .pth file");
     }
 }

@@ -794,3 +794,73 @@ fn literal_regexes_are_compiled_ahead_and_equal_the_interpreters_own() {
         root.assert_prints_in_both_runtimes(&expected, name);
     }
 }
+
+/// On a first run from disk, extension modules and the libraries only they need are unpacked
+/// while the app runs. What the app sees is what `python3 app.py` shows, in both runtimes. A
+/// bundled library read by its path as the app's first act (the last file the launcher unpacks)
+/// has all its bytes. The first run leaves a complete extraction even where the sandbox ends the
+/// launcher's process with the app. Where the last file cannot be written (a full disk), the app
+/// stops with the launcher's I/O status at the read, before it prints anything. Every
+/// interpreter.
+#[test]
+fn extension_modules_unpacked_while_the_app_runs_are_whole_when_it_uses_them() {
+    let app = repo().join("tests/fixtures/tail/app.py");
+    let mut with_tail = 0;
+    for (name, python) in interpreters() {
+        eprintln!("tail with {name}");
+        let expected = python_prints(python, &app, name);
+        let bundled = bundle(&[app.to_str().unwrap()], python);
+        let root = Root::new(&bundled);
+        root.assert_prints_in_both_runtimes(&expected, name);
+        let ext = root
+            .path()
+            .join("tmp/pyshrink-0")
+            .join(&root.extractions()[0]);
+        assert!(
+            ext.join("pyshrink.manifest").is_file(),
+            "{name}: incomplete"
+        );
+        let Ok(list) = std::fs::read_to_string(ext.join(pyshrink_stub::TAIL_LIST_FILE)) else {
+            eprintln!("{name}: no tail");
+            continue;
+        };
+        with_tail += 1;
+        let last = list.lines().last().expect("a tail file");
+        let bytes = std::fs::read(ext.join(last)).unwrap();
+        let sha = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+        let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+
+        let fresh = Root::new(&bundled);
+        let o = fresh.run(&[last]);
+        assert_code(&o, 0, &format!("{name}, reading {last}"));
+        let read = format!("read {last} {} {hex}\n", bytes.len());
+        assert_eq!(stdout(&o), format!("{read}{expected}"), "{name}");
+
+        // The disk of the first run, less 64 KiB: the last file of the tail does not fit.
+        let mut used = 0u64;
+        for e in walkdir::WalkDir::new(fresh.path().join("tmp"))
+            .into_iter()
+            .flatten()
+        {
+            used += std::os::unix::fs::MetadataExt::blocks(&e.metadata().unwrap()) * 512;
+        }
+        let size = (used - 16 * 4096).to_string();
+        let full = Root::new(&bundled);
+        let o = full
+            .command(true, &["--size", &size, "--tmpfs", "/tmp"], &[last])
+            .output()
+            .unwrap();
+        assert_code(
+            &o,
+            pyshrink_stub::exit::IO,
+            &format!("{name}, tail on a full disk"),
+        );
+        assert_eq!(stdout(&o), "", "{name}: the app went on");
+        let err = stderr(&o);
+        assert!(
+            err.contains("no space left on device") && err.contains("not completely unpacked"),
+            "{name}: {err}"
+        );
+    }
+    assert!(with_tail > 0, "no interpreter's bundle had a tail");
+}

@@ -52,6 +52,15 @@
 # touched; once the app froze objects itself, nothing is moved. Python 3.12 starts with 375 of its
 # own tuples frozen: they join the oldest generation at the first import, as `gc.unfreeze()`
 # would have them. Free-threaded builds have no generations and are left as they are.
+#
+# On a first run from disk, the launcher unpacks the payload's tail while the app runs: extension
+# modules and the libraries only they need (OpenSSL, libffi...), in the order of the tail's list,
+# into empty files made before the app started. `follow_tail` makes the app wait where it would
+# read one of them: the import of an extension module waits for its file and its libraries; one
+# of `_ctypes` or `_cffi_backend`, which load libraries by name, and an `open()` of one of those
+# paths wait for the whole tail. Once all of it is in, the import system is as it was. An app
+# that ends sooner waits for the rest at its exit, so that its first run leaves a complete
+# extraction even where the launcher's process ends with it.
 
 import _thread
 import gc
@@ -356,6 +365,77 @@ def install(archive=None):
     # The memory runtime serves the zip from its memfd, while CPython's default entry still
     # names it inside the payload: both are skipped.
     _skip_in_distribution_search({archive, default})
+
+
+def follow_tail(news, root, status):
+    """Makes the app wait for the files of the tail (the launcher's `pyshrink-tail.txt` under
+    `root`) that it uses while the launcher unpacks them. `news` is the launcher's pipe: a `+` for
+    each file of the tail as it is complete, in the list's order, or its end when the launcher is
+    gone. At that end the extraction is complete if its manifest copy is there (a forked child
+    may miss bytes its parent read); if not, the app ends with `status`, the launcher's I/O
+    status, where it would have read a file that is not there."""
+    import atexit
+    from _frozen_importlib_external import ExtensionFileLoader
+
+    with open(root + "/pyshrink-tail.txt", "rb") as f:
+        listed = f.read().decode().split("\n")[:-1]
+    index = {root + "/" + path: n for n, path in enumerate(listed, 1)}
+    # The libraries each extension module needs besides the interpreter's own.
+    needs = {}
+    with open(root + "/pyshrink-libs.txt", "rb") as f:
+        for line in f.read().decode().split("\n")[:-1]:
+            path, _, libraries = line.partition("\t")
+            needs[root + "/" + path] = [root + "/" + lib for lib in libraries.split()]
+    # Reentrant: a signal handler may import while this thread waits.
+    lock = _thread.RLock()
+    create_module = ExtensionFileLoader.create_module
+    have = 0
+    done = False
+
+    def finish():
+        nonlocal done
+        done = True
+        os.close(news)
+        ExtensionFileLoader.create_module = create_module
+
+    def wait(n):
+        """Until the first `n` files of the tail are in (all of it, and the extraction complete,
+        for None)."""
+        nonlocal have
+        if done or n is not None and n <= have:
+            return
+        with lock:
+            while not done and (n is None or have < n):
+                got = os.read(news, 4096)
+                have += got.count(b"+")
+                if b"1" in got or not got and os.path.exists(root + "/pyshrink.manifest"):
+                    finish()
+                elif not got:
+                    sys.stderr.write(
+                        "pyshrink: error: the bundle was not completely unpacked; the app stopped"
+                        " where it needed more of it\n\nhint: run it again\n")
+                    sys.stderr.flush()
+                    os._exit(status)
+
+    def create(self, spec):
+        if not done:
+            if spec.name in ("_ctypes", "_cffi_backend"):
+                wait(len(index))
+            else:
+                wait(max([index.get(p, 0) for p in [self.path] + needs.get(self.path, [])]))
+        return create_module(self, spec)
+
+    def audit(event, args):
+        if not done and event == "open" and type(args[0]) is str and args[0] in index:
+            wait(len(index))
+
+    create.__wrapped__ = create_module
+    ExtensionFileLoader.create_module = create
+    sys.addaudithook(audit)
+    # An app that is done sooner leaves a complete extraction all the same: where its end ends the
+    # launcher's process too (PID 1 of a container, a sandbox's PID namespace), the next start
+    # would have to unpack everything again.
+    atexit.register(wait, None)
 
 
 def _skip_in_distribution_search(names):

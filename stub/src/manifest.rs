@@ -15,6 +15,7 @@
 //! runtime=auto
 //! second_frame=1622016
 //! late_frame=3145728
+//! tail_frame=3670016
 //! late_memory_files=9
 //! preload=lib/libpython3.11.so.1.0 lib/libm.so.6 lib/libc.so.6 lib/libgcc_s.so.1
 //! ```
@@ -70,6 +71,10 @@ impl Runtime {
 /// those libraries before the file, since the loader cannot search a directory for them there.
 pub const MEMORY_LIBS_FILE: &str = "pyshrink-libs.txt";
 
+/// In the payload, when it has a tail frame (see [`Manifest::tail_frame`]): the paths of that
+/// frame's files, one per line, in the order they are unpacked.
+pub const TAIL_LIST_FILE: &str = "pyshrink-tail.txt";
+
 /// In the payload: the directory holding the memory runtime's `sitecustomize`, which the launcher
 /// puts on `PYTHONPATH` in that runtime only.
 pub const MEMORY_BOOT_DIR: &str = "pyshrink-boot";
@@ -114,6 +119,12 @@ pub struct Manifest {
     /// are unpacked, unpacks this one in a process of its own meanwhile, and the app starts when
     /// that is done.
     pub late_frame: u64,
+    /// Where the payload's tail starts, within the late frame's span (0: no tail): extension
+    /// modules and the libraries only they need, which nothing reads before it imports them. On
+    /// disk, the interpreter runs the app once the frames before the tail are in, and an import of
+    /// one of those modules waits for its file and its libraries ([`TAIL_LIST_FILE`]). The memory
+    /// runtime waits for all of it, as for the late frame.
+    pub tail_frame: u64,
     /// How many files of the late frame the memory runtime keeps in memory files of their own
     /// ([`memory_file_of_its_own`]; hard links not counted). It makes those files before the
     /// interpreter starts, and the process that unpacks the late frame fills them.
@@ -149,6 +160,9 @@ impl Manifest {
         if self.late_frame != 0 {
             line("late_frame", &alloc::format!("{}", self.late_frame));
         }
+        if self.tail_frame != 0 {
+            line("tail_frame", &alloc::format!("{}", self.tail_frame));
+        }
         if self.late_memory_files != 0 {
             line(
                 "late_memory_files",
@@ -179,6 +193,7 @@ impl Manifest {
             preload: Vec::new(),
             second_frame: 0,
             late_frame: 0,
+            tail_frame: 0,
             late_memory_files: 0,
             extra: Vec::new(),
         };
@@ -220,6 +235,12 @@ impl Manifest {
                     m.late_frame = v
                         .parse()
                         .map_err(|_| bad("manifest late_frame is not a number"))?;
+                    continue;
+                }
+                "tail_frame" => {
+                    m.tail_frame = v
+                        .parse()
+                        .map_err(|_| bad("manifest tail_frame is not a number"))?;
                     continue;
                 }
                 "late_memory_files" => {
@@ -299,6 +320,7 @@ mod tests {
             preload: vec!["lib/libc.so.6".into(), "lib/libm.so.6".into()],
             second_frame: 1234,
             late_frame: 5678,
+            tail_frame: 6789,
             late_memory_files: 3,
             extra: vec![("files".into(), "42".into())],
         }
@@ -328,6 +350,7 @@ mod tests {
             good.replace("runtime=memory", "runtime=ram"),
             good.replace("second_frame=1234", "second_frame=-1"),
             good.replace("late_frame=5678", "late_frame=x"),
+            good.replace("tail_frame=6789", "tail_frame=0x1"),
             good.replace("late_memory_files=3", "late_memory_files=-3"),
             good.replace("preload=lib/libc.so.6", "preload=/lib/libc.so.6"),
         ];

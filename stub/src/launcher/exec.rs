@@ -29,6 +29,8 @@ pub enum Role<'a> {
 /// First it imports from the stdlib zip faster (`ZIPIMPORT_MODULE`). Then it waits for the late
 /// frame: until then the directories the files go to may have been listed without them, so the
 /// path finders forget what they listed.
+/// A `2` instead of `1` says a tail follows, which the app waits for file by file (`follow_tail`),
+/// or as a whole where the helper cannot be imported (its stdlib modules left out of a small app).
 const BOOT: &str = concat!(
     "def _pyshrink_main():
     import sys
@@ -45,9 +47,26 @@ const BOOT: &str = concat!(
     sys.argv = [a[1]] + a[5:]
     if late:
         import os
-        done = os.read(int(late), 1)
-        os.close(int(late))
-        if done != b'1':
+        news = int(late)
+        done = os.read(news, 1)
+        if done == b'2':
+            try:
+                from ",
+    crate::zipimport_module!(),
+    " import follow_tail
+            except ImportError:
+                while os.read(news, 4096):
+                    pass
+                os.close(news)
+                if not os.path.exists(sys.base_prefix + '/pyshrink.manifest'):
+                    done = b''
+            else:
+                follow_tail(news, sys.base_prefix, ",
+    crate::io_status!(),
+    ")
+        else:
+            os.close(news)
+        if done not in (b'1', b'2'):
             sys.stderr.write('''pyshrink: error: ",
     crate::late_frame_failed!(),
     "

@@ -9,7 +9,10 @@
 //! copy, which the next run (holding the lock, so no one else is writing it) removes.
 //!
 //! A late frame (files the app needs, the interpreter's start does not) is unpacked after the
-//! rename, in a process of its own, while the interpreter starts; the app waits for it.
+//! rename, in a process of its own, while the interpreter starts; the app waits for it. The same
+//! process then unpacks the tail (extension modules and the libraries only they need) while the
+//! app runs, into empty files it made before the late frame, and says on a pipe when each one is
+//! complete; the app's import of such a module waits for its file and its libraries.
 
 use alloc::collections::BTreeSet;
 use alloc::vec;
@@ -19,7 +22,9 @@ use sha2::Digest;
 use zstd_sys as zs;
 
 use super::{die_errno, die_format, sys};
-use crate::{content_hasher, exit, ArchiveReader, EntryKind, FormatError, Source, Trailer};
+use crate::{
+    content_hasher, exit, ArchiveReader, EntryKind, FormatError, Source, Trailer, TAIL_LIST_FILE,
+};
 
 /// The manifest, copied into the extraction: the warm path and the `python3` role read it there.
 pub const MANIFEST_FILE: &[u8] = b"pyshrink.manifest";
@@ -414,6 +419,8 @@ pub struct Bundle<'a> {
     pub exe: &'a [u8],
     /// The manifest's `second_frame` and `late_frame`.
     pub frames: (u64, u64),
+    /// The manifest's `tail_frame`.
+    pub tail: u64,
 }
 
 /// Extracts the payload into `<root>/<key>`, unless another run finished it first (or, with
@@ -424,6 +431,11 @@ pub struct Bundle<'a> {
 /// unpacks it (holding the lock) and then adds the manifest copy, which completes the extraction.
 /// The interpreter starts meanwhile; the returned pipe gives it one byte `1` when that process is
 /// done, or end-of-file if it failed. `None`: everything is unpacked.
+///
+/// With a tail, that process first makes an empty file for each of the tail's files (so that
+/// directory listings made from then on show them), and the pipe gives `2` once the late frame
+/// is in, then `+` as each file of the tail is complete, in the order of [`TAIL_LIST_FILE`], then
+/// `1` once the manifest copy is in place.
 pub fn extract(
     b: &Bundle,
     root: &[u8],
@@ -478,11 +490,11 @@ pub fn extract(
         let (raw_work, work_path, exe) = (work_fd.0, work_path.clone(), Vec::from(exe));
         on_second_frame(fd, span, late.is_none(), move |archive| {
             let work = sys::Fd::borrowed(raw_work);
-            unpack(archive, &work, &mut BTreeSet::new(), &work_path, &exe);
+            unpack(archive, &work, &mut BTreeSet::new(), &work_path, &exe, None);
         })
     });
     let mut made: BTreeSet<Vec<u8>> = BTreeSet::new();
-    unpack(&mut first, &work_fd, &mut made, &work_path, exe);
+    unpack(&mut first, &work_fd, &mut made, &work_path, exe, None);
     drop(first);
     // While the second thread may still be unpacking.
     verifier.finish(fd, exe);
@@ -505,19 +517,63 @@ pub fn extract(
         .unwrap_or_else(|e| io(b"failed to move the extraction into place at", &dir, e));
     // `work_fd` is the directory now at `dir`; the lock is held until the late frame is in.
     let late = late?;
-    let finish = || {
-        unpack(
-            &mut frame_archive(fd, late, true),
-            &work_fd,
-            &mut BTreeSet::new(),
-            &dir,
-            exe,
-        );
+    let tail = tail_span(late, t, b.tail, exe);
+    let finish = |tell: &sys::Fd| {
+        let mut made = BTreeSet::new();
+        let before = match tail {
+            Some(tail) => {
+                make_placeholders(&work_fd, &dir, &mut made, exe);
+                (late.0, tail.0 - late.0)
+            }
+            None => late,
+        };
+        if before.1 > 0 {
+            let mut archive = frame_archive(fd, before, tail.is_none());
+            unpack(&mut archive, &work_fd, &mut made, &dir, exe, None);
+        }
+        if let Some(tail) = tail {
+            let _ = sys::write_all(tell.0, b"2");
+            let mut archive = frame_archive(fd, tail, true);
+            unpack(&mut archive, &work_fd, &mut made, &dir, exe, Some(tell));
+        }
         put_manifest(fd, t, &work_fd, &dir, exe);
     };
     let done = in_background(finish);
     drop(lock);
     done
+}
+
+/// The tail's span within the late frame's `late`, from the manifest's `tail_frame` (0: none).
+fn tail_span(late: Span, t: &Trailer, tail_frame: u64, exe: &[u8]) -> Option<Span> {
+    if tail_frame == 0 {
+        return None;
+    }
+    let at = t.payload_offset() + tail_frame;
+    if at < late.0 || at >= late.0 + late.1 {
+        die_format(
+            &FormatError::Corrupt("manifest tail_frame lies outside the late frame"),
+            exe,
+        );
+    }
+    Some((at, late.0 + late.1 - at))
+}
+
+/// An empty file for each of the tail's files ([`TAIL_LIST_FILE`], unpacked before), which
+/// unpacking the tail fills.
+fn make_placeholders(dir_fd: &sys::Fd, dir: &[u8], made: &mut BTreeSet<Vec<u8>>, exe: &[u8]) {
+    let list_path = sys::join(dir, TAIL_LIST_FILE.as_bytes());
+    let list = sys::read_file(&list_path, 1 << 24)
+        .unwrap_or_else(|e| die_errno(exit::IO, b"failed to read", &list_path, e));
+    for path in list.split(|&b| b == b'\n').filter(|p| !p.is_empty()) {
+        let checked = core::str::from_utf8(path)
+            .map_err(|_| FormatError::Corrupt("tail list is not UTF-8"))
+            .and_then(crate::check_path);
+        if let Err(e) = checked {
+            die_format(&e, exe);
+        }
+        make_dirs(dir_fd, parent_of(path), made, dir);
+        create(dir_fd, path, 0o755, dir);
+    }
 }
 
 /// The manifest copy, which marks an extraction complete: written under another name and then
@@ -537,10 +593,11 @@ fn put_manifest(fd: &sys::Fd, t: &Trailer, dir_fd: &sys::Fd, dir: &[u8], exe: &[
 
 /// Runs `job` in a process that is not this one's child (its parent exits at once, so nothing is
 /// left for the interpreter to reap), and returns a pipe that yields `1` once `job` returned, or
-/// end-of-file if it died. Where no process can be started, `job` runs here and `None` returns.
-pub fn in_background(job: impl FnOnce()) -> Option<sys::Fd> {
+/// end-of-file if it died; `job` may write news of its own to that pipe (its argument) before.
+/// Where no process can be started, `job` runs here and `None` returns.
+pub fn in_background(job: impl FnOnce(&sys::Fd)) -> Option<sys::Fd> {
     let Ok((done, tell)) = sys::pipe() else {
-        job();
+        job(&sys::Fd::borrowed(-1));
         return None;
     };
     match sys::fork() {
@@ -548,13 +605,19 @@ pub fn in_background(job: impl FnOnce()) -> Option<sys::Fd> {
             drop(done);
             match sys::fork() {
                 Ok(0) => {
-                    // Nothing of the app's output waits for this process to close it.
-                    // SAFETY: closing our own standard descriptors; nothing here uses them.
+                    // Nothing of the app's output waits for this process to close it. An app
+                    // that exits before reading the news closes the pipe: that is no failure.
+                    // In a session of its own, the extraction is not cut short when the app's
+                    // process group is signalled (Ctrl-C, a supervisor stopping the app).
+                    // SAFETY: closing our own standard descriptors, which nothing here uses,
+                    // ignoring a signal, leaving the session.
                     unsafe {
                         libc::close(0);
                         libc::close(1);
+                        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                        libc::setsid();
                     }
-                    job();
+                    job(&tell);
                     let _ = sys::write_all(tell.0, b"1");
                     sys::exit(0)
                 }
@@ -578,19 +641,21 @@ pub fn in_background(job: impl FnOnce()) -> Option<sys::Fd> {
         }
         _ => {
             drop((done, tell));
-            job();
+            job(&sys::Fd::borrowed(-1));
             None
         }
     }
 }
 
-/// Writes every entry of `archive` under the work directory.
+/// Writes every entry of `archive` under the work directory. `tail`: the entries are the tail's,
+/// whose empty files are there already, and a `+` goes to this pipe as each one is complete.
 fn unpack<S: crate::Source>(
     archive: &mut ArchiveReader<S>,
     work_fd: &sys::Fd,
     made: &mut BTreeSet<Vec<u8>>,
     work_path: &[u8],
     exe: &[u8],
+    tail: Option<&sys::Fd>,
 ) {
     let mut buf = vec![0u8; CHUNK];
     while let Some(entry) = next_entry(archive, exe) {
@@ -599,7 +664,10 @@ fn unpack<S: crate::Source>(
         match entry.kind {
             EntryKind::Dir { .. } => make_dirs(work_fd, path, made, work_path),
             EntryKind::File { mode, .. } => {
-                let out = create(work_fd, path, mode, work_path);
+                let out = match tail {
+                    Some(_) => fill(work_fd, path, work_path),
+                    None => create(work_fd, path, mode, work_path),
+                };
                 loop {
                     let n = read_data(archive, &mut buf, exe);
                     if n == 0 {
@@ -613,6 +681,9 @@ fn unpack<S: crate::Source>(
             EntryKind::Link { target } => {
                 link(work_fd, target.as_bytes(), path, work_path, &mut buf);
             }
+        }
+        if let Some(tell) = tail {
+            let _ = sys::write_all(tell.0, b"+");
         }
     }
 }
@@ -674,6 +745,13 @@ fn create(work: &sys::Fd, path: &[u8], mode: u32, work_path: &[u8]) -> sys::Fd {
             e,
         )
     })
+}
+
+/// A tail file's empty file, opened to be filled.
+fn fill(work: &sys::Fd, path: &[u8], work_path: &[u8]) -> sys::Fd {
+    let flags = libc::O_WRONLY | libc::O_TRUNC | libc::O_NOFOLLOW;
+    sys::openat(work, path, flags, 0)
+        .unwrap_or_else(|e| die_errno(exit::IO, b"failed to open", &sys::join(work_path, path), e))
 }
 
 fn copy_range(fd: &sys::Fd, offset: u64, len: u64, out: &sys::Fd, exe: &[u8]) {

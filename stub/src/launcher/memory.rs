@@ -426,7 +426,7 @@ fn unpack_late(
     }
     let listing = keep(memfd(b"pyshrink-late-files"));
     let (raw, exe) = (fd.0, Vec::from(exe));
-    let done = extract::in_background(move || {
+    let done = extract::in_background(move |_| {
         let corrupt = |what| -> ! { die_format(&crate::FormatError::Corrupt(what), &exe) };
         let bundle = sys::Fd::borrowed(raw);
         let early = own.len();

@@ -201,6 +201,7 @@ pub extern "C" fn main(
         trailer: &trailer,
         exe: &exe,
         frames: (manifest.second_frame, manifest.late_frame),
+        tail: manifest.tail_frame,
     };
     // Until the late frame is in (see `extract`): the interpreter starts, the app waits.
     let mut late = None;
