@@ -837,13 +837,7 @@ fn extension_modules_unpacked_while_the_app_runs_are_whole_when_it_uses_them() {
         assert_eq!(stdout(&o), format!("{read}{expected}"), "{name}");
 
         // The disk of the first run, less 64 KiB: the last file of the tail does not fit.
-        let mut used = 0u64;
-        for e in walkdir::WalkDir::new(fresh.path().join("tmp"))
-            .into_iter()
-            .flatten()
-        {
-            used += std::os::unix::fs::MetadataExt::blocks(&e.metadata().unwrap()) * 512;
-        }
+        let used = disk_used(&fresh.path().join("tmp"));
         let size = (used - 16 * 4096).to_string();
         let full = Root::new(&bundled);
         let o = full

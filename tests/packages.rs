@@ -1142,13 +1142,7 @@ fn late_frame_is_waited_for_and_never_trusted_half_done() {
     let manifest = ext.join("pyshrink.manifest");
     assert!(manifest.is_file(), "the extraction is complete");
     // Disk usage of the whole extraction, for a /tmp just too small for it below.
-    let mut used = 0u64;
-    for e in walkdir::WalkDir::new(root.path().join("tmp"))
-        .into_iter()
-        .flatten()
-    {
-        used += std::os::unix::fs::MetadataExt::blocks(&e.metadata().unwrap()) * 512;
-    }
+    let used = disk_used(&root.path().join("tmp"));
 
     // As if the late frame's process had been killed: no manifest copy, files missing.
     std::fs::remove_file(&manifest).unwrap();
@@ -1166,10 +1160,7 @@ fn late_frame_is_waited_for_and_never_trusted_half_done() {
 
     // The early frames fit, and the first 64 KiB of the tail.
     let tail_list = std::fs::read_to_string(ext.join(pyshrink_stub::TAIL_LIST_FILE)).unwrap();
-    let tail_used: u64 = tail_list
-        .lines()
-        .map(|f| std::os::unix::fs::MetadataExt::blocks(&ext.join(f).metadata().unwrap()) * 512)
-        .sum();
+    let tail_used: u64 = tail_list.lines().map(|f| disk_used(&ext.join(f))).sum();
     let size = (used - tail_used + 16 * 4096).to_string();
     let small = Root::new(&bundle);
     let o = small

@@ -388,3 +388,12 @@ fn inspect_names(bundle: &Path, list: &str, key: &str) -> Vec<String> {
         .map(|item| item[key].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// The disk space the files under `path` (or the file itself) take, in bytes of whole blocks.
+pub fn disk_used(path: &Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .flatten()
+        .map(|e| std::os::unix::fs::MetadataExt::blocks(&e.metadata().unwrap()) * 512)
+        .sum()
+}

@@ -114,10 +114,10 @@ pub struct Manifest {
     /// at an entry boundary and compresses the two parts separately, so the launcher unpacks
     /// them on two threads; read in sequence they are the one archive.
     pub second_frame: u64,
-    /// Where the payload's last zstd frame starts when it holds files the interpreter needs only
-    /// once the app runs (0: none). The launcher starts the interpreter when the frames before it
-    /// are unpacked, unpacks this one in a process of its own meanwhile, and the app starts when
-    /// that is done.
+    /// Where the payload's last frames start when they hold files the interpreter needs only once
+    /// the app runs (0: none). The launcher starts the interpreter when the frames before them are
+    /// unpacked and unpacks these in a process of its own meanwhile; the app starts when the
+    /// frames before the tail ([`Manifest::tail_frame`]) are in.
     pub late_frame: u64,
     /// Where the payload's tail starts, within the late frame's span (0: no tail): extension
     /// modules and the libraries only they need, which nothing reads before it imports them. On
