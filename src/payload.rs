@@ -154,7 +154,12 @@ pub fn archive(stage: &Path, at_start: &[String]) -> Result<Archive> {
 
     store_once(&mut files);
     let compressed = estimate_costs(&mut files);
-    let tail = choose_tail(&mut files, at_start);
+    // What `site` imports as the interpreter starts must be there before it starts.
+    let startup = startup_imports(&files);
+    let tail = match startup {
+        Some(_) => choose_tail(&mut files, at_start),
+        None => Vec::new(),
+    };
     if !tail.is_empty() {
         let list: String = tail
             .iter()
@@ -174,7 +179,13 @@ pub fn archive(stage: &Path, at_start: &[String]) -> Result<Archive> {
     }
     // With a tail, the process that unpacks it is there anyway: any late part saves the launcher
     // that much.
-    let late = choose_late(&mut files, if tail.is_empty() { LATE_MIN } else { 0.0 });
+    let late = match &startup {
+        Some(early) => {
+            let min = if tail.is_empty() { LATE_MIN } else { 0.0 };
+            choose_late(&mut files, min, early)
+        }
+        None => 0,
+    };
     let total_len: u64 = files.iter().map(|f| f.data.len() as u64).sum();
     let taken = if total_len >= SPLIT_MIN {
         choose_second(&mut files, compressed)
@@ -376,8 +387,9 @@ fn late_root(rel: &Path) -> Option<std::path::PathBuf> {
 }
 
 /// Marks files for the late frame, in path order while they fit [`LATE_BUDGET`]; none when they
-/// would come to less than `min`. Returns how many were marked.
-fn choose_late(files: &mut [File], min: f64) -> usize {
+/// would come to less than `min`. The modules `early` (top-level names) stay out. Returns how
+/// many were marked.
+fn choose_late(files: &mut [File], min: f64, early_modules: &[String]) -> usize {
     // A file stays early when a file with its bytes must (the two share one frame).
     let mut early = vec![false; files.len()];
     for f in files.iter() {
@@ -391,7 +403,10 @@ fn choose_late(files: &mut [File], min: f64) -> usize {
         let eligible = f.same_as.is_none()
             && !early[i]
             && f.part == Part::First
-            && late_root(&f.rel).is_some();
+            && late_root(&f.rel).is_some()
+            && !early_modules
+                .iter()
+                .any(|m| top_level_module(&f.rel) == Some(m));
         if eligible && sum + f.cost <= LATE_BUDGET {
             sum += f.cost;
             chosen.push(i);
@@ -406,31 +421,26 @@ fn choose_late(files: &mut [File], min: f64) -> usize {
     chosen.len()
 }
 
+/// The top-level module a file under a site directory belongs to (`pkg` for `pkg/mod.pyc`,
+/// `mod` for `mod.pyc`).
+fn top_level_module(rel: &Path) -> Option<&str> {
+    let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+    match parts.as_slice() {
+        ["lib", _, "site-packages" | "dist-packages", first, ..] => {
+            Some(first.split('.').next().unwrap_or(first))
+        }
+        _ => None,
+    }
+}
+
 /// Marks the files of the tail and returns them in the order they are archived: shared objects
 /// that nothing reads before the app imports them. Those are extension modules (of the stdlib and
 /// of site-packages), the libraries a wheel vendors beside them, and the bundled libraries the
 /// interpreter does not load as it starts (`at_start`): OpenSSL, libffi, liblzma... The launcher's
 /// start-up code makes an import of one of those modules wait for its file and its libraries.
 /// Smallest first: the modules imported early are mostly small, and the big libraries have the
-/// longest to come. None when the tail would be too little to be worth a pipe, or when a `.pth`
-/// file or `sitecustomize` could import a module before the app starts (and before anything
-/// waits): `site` runs them as the interpreter starts.
+/// longest to come. None when the tail would be too little to be worth a pipe.
 fn choose_tail(files: &mut [File], at_start: &[String]) -> Vec<usize> {
-    let runs_at_start = |f: &File| {
-        let parts: Vec<&str> = f.rel.iter().filter_map(|c| c.to_str()).collect();
-        let name = match parts.as_slice() {
-            ["lib", _, "site-packages" | "dist-packages", name] | ["lib", _, name] => *name,
-            _ => return false,
-        };
-        let pth_import = name.ends_with(".pth")
-            && f.data
-                .split(|&b| b == b'\n')
-                .any(|l| l.starts_with(b"import ") || l.starts_with(b"import\t"));
-        pth_import || name.starts_with("sitecustomize.") || name.starts_with("usercustomize.")
-    };
-    if files.iter().any(runs_at_start) {
-        return Vec::new();
-    }
     let mut twinned = vec![false; files.len()];
     for f in files.iter() {
         if let Some(first) = f.same_as {
@@ -462,6 +472,69 @@ fn choose_tail(files: &mut [File], at_start: &[String]) -> Vec<usize> {
         files[i].part = Part::Tail;
     }
     tail
+}
+
+/// Modules that `.pth` lines may import as the interpreter starts, before the late frame is in
+/// and before anything waits for the tail: `os`, `sys`, and setuptools' `_distutils_hack` (which
+/// imports those two), as in the `distutils-precedence.pth` of most virtual environments.
+const STARTUP_IMPORTS: [&str; 3] = ["os", "sys", "_distutils_hack"];
+
+/// What `site` imports as the interpreter starts, from the `.pth` files of the site and stdlib
+/// directories: the top-level names of [`STARTUP_IMPORTS`] they name. `None` when they import
+/// anything else, or code this does not read, or when there is a `sitecustomize` or
+/// `usercustomize` (which may import anything): then no file can come late.
+fn startup_imports(files: &[File]) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for f in files {
+        let parts: Vec<&str> = f.rel.iter().filter_map(|c| c.to_str()).collect();
+        let name = match parts.as_slice() {
+            ["lib", _, "site-packages" | "dist-packages", name] | ["lib", _, name] => *name,
+            _ => continue,
+        };
+        if name.starts_with("sitecustomize.") || name.starts_with("usercustomize.") {
+            return None;
+        }
+        if !name.ends_with(".pth") {
+            continue;
+        }
+        for line in f.data.split(|&b| b == b'\n') {
+            if line.starts_with(b"import ") || line.starts_with(b"import\t") {
+                let line = std::str::from_utf8(line).ok()?;
+                for n in pth_line_imports(line)? {
+                    if !STARTUP_IMPORTS.contains(&n) {
+                        return None;
+                    }
+                    if !names.iter().any(|m| m == n) {
+                        names.push(n.to_string());
+                    }
+                }
+            }
+        }
+    }
+    Some(names)
+}
+
+/// The modules a `.pth` import line imports: `import a, b` statements and `__import__('c')`
+/// calls, separated by `;`. `None` for any other import in it, or a name this does not read.
+fn pth_line_imports(line: &str) -> Option<Vec<&str>> {
+    let mut names = Vec::new();
+    for statement in line.split(';').map(str::trim) {
+        if let Some(list) = statement.strip_prefix("import ") {
+            names.extend(list.split(',').map(str::trim));
+            continue;
+        }
+        let mut rest = statement;
+        while let Some(at) = rest.find("__import__(") {
+            rest = &rest[at + "__import__(".len()..];
+            let (name, after) = rest.strip_prefix('\'')?.split_once('\'')?;
+            names.push(name);
+            rest = after;
+        }
+        if statement.replace("__import__(", "").contains("import") {
+            return None;
+        }
+    }
+    Some(names)
 }
 
 /// Marks the ELF files the launcher's second thread unpacks, so that both threads finish together:
@@ -1060,7 +1133,7 @@ mod tests {
             ));
         }
         estimate_costs(&mut files);
-        assert!(choose_late(&mut files, LATE_MIN) > 0);
+        assert!(choose_late(&mut files, LATE_MIN, &[]) > 0);
         let late: f64 = files
             .iter()
             .filter(|f| f.part == Part::Late)
@@ -1080,7 +1153,7 @@ mod tests {
             file("app/app.pyc", 2_000, false),
         ];
         estimate_costs(&mut small);
-        assert_eq!(choose_late(&mut small, LATE_MIN), 0);
+        assert_eq!(choose_late(&mut small, LATE_MIN, &[]), 0);
         assert!(small.iter().all(|f| f.part != Part::Late));
     }
 
@@ -1217,9 +1290,42 @@ mod tests {
             "the tail's frame is the tail alone"
         );
 
+        // setuptools' hook imports nothing loaded late.
+        put(
+            &format!("{site}/_distutils_hack/__init__.pyc"),
+            data(5_000, false, 11),
+        );
+        put(
+            &format!("{site}/distutils-precedence.pth"),
+            b"import os; var = 'SETUPTOOLS_USE_DISTUTILS'; enabled = os.environ.get(var, 'local') \
+              == 'local'; enabled and __import__('_distutils_hack').add_shim(); \n"
+                .to_vec(),
+        );
+        let a = archive(stage.path(), &at_start).unwrap();
+        assert!(a.tail < a.tar.len(), "no tail beside setuptools' hook");
+        // What that hook imports is there before `site` runs it.
+        let early = entries(&a.tar[..a.late], false);
+        let hook = format!("{site}/_distutils_hack/__init__.pyc");
+        assert!(early.iter().any(|(p, _)| *p == hook), "{early:?}");
         // A `.pth` line that imports runs as the interpreter starts, before anything waits.
         put(&format!("{site}/hook.pth"), b"import pkg\n".to_vec());
         let a = archive(stage.path(), &at_start).unwrap();
         assert_eq!(a.tail, a.tar.len(), "a tail despite an importing .pth file");
+    }
+
+    #[test]
+    fn pth_import_lines_are_read_or_refused() {
+        for (line, names) in [
+            ("import os, sys", Some(vec!["os", "sys"])),
+            (
+                "import os; __import__('_distutils_hack').add_shim()",
+                Some(vec!["os", "_distutils_hack"]),
+            ),
+            ("import pkg", Some(vec!["pkg"])),
+            ("import os; __import__(name)", None),
+            ("import os; importlib.import_module('pkg')", None),
+        ] {
+            assert_eq!(pth_line_imports(line), names, "{line}");
+        }
     }
 }
