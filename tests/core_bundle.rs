@@ -858,3 +858,26 @@ fn extension_modules_unpacked_while_the_app_runs_are_whole_when_it_uses_them() {
     }
     assert!(with_tail > 0, "no interpreter's bundle had a tail");
 }
+
+/// An app too small to bundle what the start-up helper imports (`types`) still gets a tail: it
+/// waits for all of it before its first line, runs as `python3 app.py` does, and its first run
+/// leaves a complete extraction.
+#[test]
+fn an_app_without_the_start_up_helper_waits_for_the_whole_tail() {
+    let python = default_python();
+    let dir = tempdir();
+    let source = "import unicodedata\nprint(unicodedata.name('\\u00e9'))\n";
+    let out = bundle_source(dir.path(), "names", source, &python);
+    let modules = bundled_modules(&out);
+    assert!(!modules.iter().any(|m| m == "types"), "{modules:?}");
+    let root = Root::new(&out);
+    let o = root.run(&[]);
+    assert_code(&o, 0, "first run");
+    assert_eq!(stdout(&o), "LATIN SMALL LETTER E WITH ACUTE\n");
+    let ext = root
+        .path()
+        .join("tmp/pyshrink-0")
+        .join(&root.extractions()[0]);
+    assert!(ext.join(pyshrink_stub::TAIL_LIST_FILE).is_file(), "no tail");
+    assert!(ext.join("pyshrink.manifest").is_file(), "incomplete");
+}
