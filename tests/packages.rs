@@ -1117,11 +1117,12 @@ fn include_data_lands_next_to_the_app() {
     );
 }
 
-/// The cli example's extension modules come in the late frame (all of it its tail), which the
-/// launcher unpacks while the interpreter starts and the app runs: the first run imports from it
-/// (the app waits for each file); an extraction whose late frame was cut short (no manifest copy
-/// yet, files missing) is unpacked again; and a late frame that cannot be written stops the app
-/// where it needs what is missing, before it prints, with the launcher's I/O status.
+/// The cli example's click files and extension modules come in the late frame (the modules in its
+/// tail), which the launcher unpacks while the interpreter starts and the app runs: the first run
+/// imports from it (the app waits for it, and for each module of the tail); an extraction whose
+/// late frame was cut short (no manifest copy yet, files missing) is unpacked again; and a late
+/// frame that cannot be written stops the app where it needs what is missing, before it prints,
+/// with the launcher's I/O status.
 #[test]
 fn late_frame_is_waited_for_and_never_trusted_half_done() {
     let bundle = cli_bundle("cli-late");
@@ -1158,7 +1159,7 @@ fn late_frame_is_waited_for_and_never_trusted_half_done() {
     assert_eq!(stdout(&o), want);
     assert!(manifest.is_file() && click.join("core.pyc").is_file());
 
-    // The early frames fit, and the first 64 KiB of the tail.
+    // The frames before the tail fit, and its first 64 KiB.
     let tail_list = std::fs::read_to_string(ext.join(pyshrink_stub::TAIL_LIST_FILE)).unwrap();
     let tail_used: u64 = tail_list.lines().map(|f| disk_used(&ext.join(f))).sum();
     let size = (used - tail_used + 16 * 4096).to_string();
