@@ -53,6 +53,14 @@ const HASH_COST_PER_MB_COMPRESSED: f64 = 600.0;
 const LATE_BUDGET: f64 = 10_000.0;
 const LATE_MIN: f64 = 2_000.0;
 
+/// How much unpacking (in the units of [`COST_PER_MB`]: about 32 ms of one thread) the tail takes
+/// at most. One process unpacks it while the app runs, where the early frames have two threads:
+/// an app that imports a big library first would wait for it longer than the launcher would have
+/// taken to unpack it before the interpreter started. This bounds that loss. The flask example's
+/// whole tail (OpenSSL and 52 more files, 10 MB) costs about 29,400; bigger libraries, such as
+/// numpy's OpenBLAS, stay early.
+const TAIL_BUDGET: f64 = 32_000.0;
+
 /// Most files in the tail: the launcher tells the interpreter of each one it unpacked with a byte
 /// down a pipe, which the interpreter may never read, and a pipe holds at least 4 KiB.
 const TAIL_MAX_FILES: usize = 4000;
@@ -438,8 +446,8 @@ fn top_level_module(rel: &Path) -> Option<&str> {
 /// of site-packages), the libraries a wheel vendors beside them, and the bundled libraries the
 /// interpreter does not load as it starts (`at_start`): OpenSSL, libffi, liblzma... The launcher's
 /// start-up code makes an import of one of those modules wait for its file and its libraries.
-/// Smallest first: the modules imported early are mostly small, and the big libraries have the
-/// longest to come. None when the tail would be too little to be worth a pipe.
+/// Smallest first, up to [`TAIL_BUDGET`]: the modules imported early are mostly small, and the big
+/// libraries have the longest to come. None when the tail would be too little to be worth a pipe.
 fn choose_tail(files: &mut [File], at_start: &[String]) -> Vec<usize> {
     let mut twinned = vec![false; files.len()];
     for f in files.iter() {
@@ -465,6 +473,15 @@ fn choose_tail(files: &mut [File], at_start: &[String]) -> Vec<usize> {
         .collect();
     tail.sort_by_key(|&i| (files[i].data.len(), i));
     tail.truncate(TAIL_MAX_FILES);
+    let mut sum = 0.0;
+    let fit = tail
+        .iter()
+        .take_while(|&&i| {
+            sum += files[i].cost;
+            sum <= TAIL_BUDGET
+        })
+        .count();
+    tail.truncate(fit);
     if tail.iter().map(|&i| files[i].cost).sum::<f64>() < LATE_MIN {
         return Vec::new();
     }
@@ -1240,6 +1257,8 @@ mod tests {
         // An executable, and the app's own files: run or read by their path.
         put(&format!("{site}/pkg/tool"), data(100_000, true, 8));
         put("app/plugin.so", data(50_000, true, 9));
+        // Past the tail's budget alone: unpacked on the launcher's two threads as before.
+        put("lib/libbig.so.1", data(12 << 20, true, 12));
         put(&format!("{site}/pkg/__init__.pyc"), data(10_000, false, 10));
         let at_start = [
             "lib/libpython3.11.so.1.0".to_string(),
