@@ -422,8 +422,9 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
     )?;
 
     progress.step("compressing");
+    let loader_rel = format!("{LIBRARY_PATH}/{loader_name_str}");
     let mut at_start = preload.clone();
-    at_start.push(format!("{LIBRARY_PATH}/{}", loader_name.to_string_lossy()));
+    at_start.push(loader_rel.clone());
     at_start.push(INTERPRETER.into());
     let archive = payload::archive(stage, &at_start)?;
     let (compressed, second_frame, late_frame, tail_frame) =
@@ -432,7 +433,7 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
     let manifest = Manifest {
         python: layout.version_str.clone(),
         interpreter: INTERPRETER.into(),
-        loader: format!("{LIBRARY_PATH}/{}", loader_name.to_string_lossy()),
+        loader: loader_rel,
         library_path: LIBRARY_PATH.into(),
         python_exe: PYTHON_EXE.into(),
         entry: match &plan.entry {

@@ -229,20 +229,18 @@ pub fn archive(stage: &Path, at_start: &[String]) -> Result<Archive> {
     }
     let (mut split, mut late_at, mut tail_at) = (0, 0, 0);
     for part in [Part::First, Part::Second, Part::Late, Part::Tail] {
-        let order: Vec<&File> = match part {
-            Part::First => files.iter().filter(|f| f.part == part).collect(),
-            Part::Second => {
-                split = builder.get_ref().len();
-                files.iter().filter(|f| f.part == part).collect()
-            }
-            Part::Late => {
-                late_at = builder.get_ref().len();
-                files.iter().filter(|f| f.part == part).collect()
-            }
-            Part::Tail => {
-                tail_at = builder.get_ref().len();
-                tail.iter().map(|&i| &files[i]).collect()
-            }
+        let at = builder.get_ref().len();
+        match part {
+            Part::First => {}
+            Part::Second => split = at,
+            Part::Late => late_at = at,
+            Part::Tail => tail_at = at,
+        }
+        // The tail in its own order (smallest first), every other part in path order.
+        let order: Vec<&File> = if part == Part::Tail {
+            tail.iter().map(|&i| &files[i]).collect()
+        } else {
+            files.iter().filter(|f| f.part == part).collect()
         };
         for f in order {
             let mode = if f.exec { 0o755 } else { 0o644 };

@@ -302,22 +302,25 @@ pub fn payload_archive<'a>(
 /// A range of the bundle file: (offset, length).
 pub type Span = (u64, u64);
 
-/// The payload's frames, from the manifest's `second_frame` and `late_frame`: the archive of the
-/// first frame (what it reads goes into `verifier`'s hash), and where the second and the late
-/// frame are, when the payload has them. Each frame ends at an entry boundary; only the last one
-/// holds the end of the archive.
+/// The payload's frames, from the manifest's `second_frame`, `late_frame` and `tail_frame`: the
+/// archive of the first frame (what it reads goes into `verifier`'s hash), and where the second
+/// frame, the late frame (the tail included) and the tail are, when the payload has them. Each
+/// frame ends at an entry boundary; only the last one holds the end of the archive.
 pub fn payload_parts<'a>(
     fd: &'a sys::Fd,
     t: &Trailer,
-    frames: (u64, u64),
+    frames: (u64, u64, u64),
     verifier: &'a mut Verifier,
     exe: &[u8],
-) -> (ArchiveReader<Decoded<'a>>, Option<Span>, Option<Span>) {
-    let (second, late) = frames;
+) -> Parts<'a> {
+    let (second, late, tail) = frames;
     let len = t.payload_len;
     let bad = |what| -> ! { die_format(&FormatError::Corrupt(what), exe) };
     if late >= len && late != 0 {
         bad("manifest late_frame lies outside the payload");
+    }
+    if tail != 0 && (late == 0 || tail < late || tail >= len) {
+        bad("manifest tail_frame lies outside the late frame");
     }
     let early_end = if late == 0 { len } else { late };
     if second >= early_end && second != 0 {
@@ -329,8 +332,18 @@ pub fn payload_parts<'a>(
     let at = |from: u64, to: u64| (t.payload_offset() + from, to - from);
     let second = (second != 0).then(|| at(second, early_end));
     let late = (late != 0).then(|| at(late, len));
-    (first, second, late)
+    let tail = (tail != 0).then(|| at(tail, len));
+    (first, second, late, tail)
 }
+
+/// What [`payload_parts`] returns: the first frame's archive, then the second frame's, the late
+/// frame's and the tail's spans.
+pub type Parts<'a> = (
+    ArchiveReader<Decoded<'a>>,
+    Option<Span>,
+    Option<Span>,
+    Option<Span>,
+);
 
 /// The archive of one frame at `span`; `last` when it holds the end of the archive.
 pub fn frame_archive<'a>(fd: &'a sys::Fd, span: Span, last: bool) -> ArchiveReader<Decoded<'a>> {
@@ -417,10 +430,8 @@ pub struct Bundle<'a> {
     pub fd: &'a sys::Fd,
     pub trailer: &'a Trailer,
     pub exe: &'a [u8],
-    /// The manifest's `second_frame` and `late_frame`.
-    pub frames: (u64, u64),
-    /// The manifest's `tail_frame`.
-    pub tail: u64,
+    /// The manifest's `second_frame`, `late_frame` and `tail_frame`.
+    pub frames: (u64, u64, u64),
 }
 
 /// Extracts the payload into `<root>/<key>`, unless another run finished it first (or, with
@@ -485,7 +496,7 @@ pub fn extract(
     .unwrap_or_else(|e| io(b"failed to open", &work, e));
     let work_path = sys::join(root, &work);
 
-    let (mut first, second, late) = payload_parts(fd, t, b.frames, &mut verifier, exe);
+    let (mut first, second, late, tail) = payload_parts(fd, t, b.frames, &mut verifier, exe);
     let worker = second.map(|span| {
         let (raw_work, work_path, exe) = (work_fd.0, work_path.clone(), Vec::from(exe));
         on_second_frame(fd, span, late.is_none(), move |archive| {
@@ -517,7 +528,6 @@ pub fn extract(
         .unwrap_or_else(|e| io(b"failed to move the extraction into place at", &dir, e));
     // `work_fd` is the directory now at `dir`; the lock is held until the late frame is in.
     let late = late?;
-    let tail = tail_span(late, t, b.tail, exe);
     let finish = |tell: &sys::Fd| {
         let mut made = BTreeSet::new();
         let before = match tail {
@@ -541,21 +551,6 @@ pub fn extract(
     let done = in_background(finish);
     drop(lock);
     done
-}
-
-/// The tail's span within the late frame's `late`, from the manifest's `tail_frame` (0: none).
-fn tail_span(late: Span, t: &Trailer, tail_frame: u64, exe: &[u8]) -> Option<Span> {
-    if tail_frame == 0 {
-        return None;
-    }
-    let at = t.payload_offset() + tail_frame;
-    if at < late.0 || at >= late.0 + late.1 {
-        die_format(
-            &FormatError::Corrupt("manifest tail_frame lies outside the late frame"),
-            exe,
-        );
-    }
-    Some((at, late.0 + late.1 - at))
 }
 
 /// An empty file for each of the tail's files ([`TAIL_LIST_FILE`], unpacked before), which

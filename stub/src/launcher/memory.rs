@@ -491,8 +491,9 @@ pub fn run(
     let mut zip = ZipWriter::new(stable(memfd(b"pyshrink-files.zip")));
     let mut verifier = extract::Verifier::new(t);
     let root = fd_path(zip.fd);
-    let frames = (m.second_frame, m.late_frame);
-    let (mut first, second, late) = extract::payload_parts(fd, t, frames, &mut verifier, exe);
+    // The tail is part of the late frame here: the app starts once all of it is in.
+    let frames = (m.second_frame, m.late_frame, m.tail_frame);
+    let (mut first, second, late, _) = extract::payload_parts(fd, t, frames, &mut verifier, exe);
     // The second frame holds only files that get memory files of their own.
     let worker = second.map(|span| {
         let exe = Vec::from(exe);

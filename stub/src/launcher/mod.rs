@@ -200,8 +200,11 @@ pub extern "C" fn main(
         fd: &fd,
         trailer: &trailer,
         exe: &exe,
-        frames: (manifest.second_frame, manifest.late_frame),
-        tail: manifest.tail_frame,
+        frames: (
+            manifest.second_frame,
+            manifest.late_frame,
+            manifest.tail_frame,
+        ),
     };
     // Until the late frame is in (see `extract`): the interpreter starts, the app waits.
     let mut late = None;
