@@ -795,10 +795,10 @@ fn literal_regexes_are_compiled_ahead_and_equal_the_interpreters_own() {
     }
 }
 
-/// On a first run from disk, extension modules and the libraries only they need are unpacked
-/// while the app runs. What the app sees is what `python3 app.py` shows, in both runtimes. A
-/// bundled library read by its path as the app's first act (the last file the launcher unpacks)
-/// has all its bytes. The first run leaves a complete extraction even where the sandbox ends the
+/// On a first run from disk, and on every run from memory, extension modules and the libraries
+/// only they need are unpacked while the app runs. What the app sees is what `python3 app.py`
+/// shows, in both runtimes. A bundled library read by its path as the app's first act (the last
+/// file the launcher unpacks) has all its bytes, in both runtimes. The first run leaves a complete extraction even where the sandbox ends the
 /// launcher's process with the app. Where the last file cannot be written (a full disk), the app
 /// stops with the launcher's I/O status at the read, before it prints anything. Every
 /// interpreter.
@@ -835,6 +835,13 @@ fn extension_modules_unpacked_while_the_app_runs_are_whole_when_it_uses_them() {
         assert_code(&o, 0, &format!("{name}, reading {last}"));
         let read = format!("read {last} {} {hex}\n", bytes.len());
         assert_eq!(stdout(&o), format!("{read}{expected}"), "{name}");
+        // From memory (a read-only root), by the same path under sys.base_prefix.
+        let o = Root::new(&bundled)
+            .command(false, &[], &[last])
+            .output()
+            .unwrap();
+        assert_code(&o, 0, &format!("{name}, reading {last} from memory"));
+        assert_eq!(stdout(&o), format!("{read}{expected}"), "{name}, memory");
 
         // The disk of the first run, less 64 KiB: the last file of the tail does not fit.
         let used = disk_used(&fresh.path().join("tmp"));

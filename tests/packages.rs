@@ -1178,8 +1178,9 @@ fn late_frame_is_waited_for_and_never_trusted_half_done() {
 }
 
 /// From memory, too, the interpreter starts while the late frame is unpacked (its memory files
-/// made first, as many as the manifest says), and the app runs only once all of it is in: a late
-/// frame that does not unpack as the manifest says stops the run before the app starts.
+/// made first, as many as the manifest says), and the app runs only once the files before the
+/// tail are in: a late frame that does not unpack as the manifest says (the tail's list tells how
+/// many memory files the tail takes) stops the run before the app starts.
 #[test]
 fn memory_runtime_waits_for_the_late_frame() {
     let bundle = cli_bundle("cli-memory-late");

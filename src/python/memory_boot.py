@@ -5,7 +5,9 @@
 # loader, and the stdlib zip), `%XX` for bytes below 0x20 and `%`. With a late frame, the second
 # line is `late=<pipe>,<listing>`: the zip and the late frame's memory files are complete once the
 # pipe gives `1` (at once when it is empty), and the memory file `<listing>` then lists those
-# files in the same form. `site` imports it before the app runs, in the bundle and in its
+# files in the same form. With a tail, the pipe gives `2` once the zip is complete; each file of
+# the tail is then added to the listing as it is complete, with a `+` on the pipe. An import of a
+# tail module, `open()` or `os.stat()` of a tail file waits for it; ctypes and cffi wait for all. `site` imports it before the app runs, in the bundle and in its
 # `sys.executable` children alike; on disk it is not on `sys.path` and never runs.
 #
 # Every bundled path is a path inside the zip, `/proc/self/fd/N/<path in the payload>`:
@@ -30,6 +32,7 @@ def _pyshrink_memory():
     import sys
     import zipimport
     import _imp
+    import _thread
 
     ModuleSpec = sys.modules["_frozen_importlib"].ModuleSpec
     suffixes = _imp.extension_suffixes()
@@ -55,18 +58,38 @@ def _pyshrink_memory():
 
     late = lines.pop(1) if len(lines) > 1 and lines[1].startswith(b"late=") else None
     memory_files(lines[1:])
+    # The tail's files (extension modules and the libraries only they need) not in yet.
+    pending = set()
+    news = [None]
     if late:
-        # The late frame is unpacked while the interpreter starts; the zip is complete after it.
+        # The late frame is unpacked while the interpreter starts; the zip is complete after it
+        # (`1`), or after the files before the tail (`2`), whose files follow, each listed as it
+        # is complete, with a `+` on the pipe.
         done, _, listing = late[5:].partition(b",")
-        if done:
-            finished = os.read(int(done), 1) == b"1"
+        listing, listed = int(listing), [0]
+        got = os.read(int(done), 1) if done else b"1"
+
+        def more():
+            """Takes in the lines added to the listing since the last look."""
+            end = os.fstat(listing).st_size
+            data = os.pread(listing, end - listed[0], listed[0])
+            data = data[: data.rfind(b"\n") + 1]
+            listed[0] += len(data)
+            before = set(elf)
+            memory_files(data.splitlines())
+            pending.difference_update(set(elf) - before)
+
+        def failed():
+            os.write(2, ("pyshrink: error: %s\n" % "@LATE_FRAME_FAILED@").encode())
+            os._exit(int("@IO_STATUS@"))
+
+        if got not in (b"1", b"2"):
+            failed()
+        more()
+        if got == b"2":
+            news[0] = int(done)
+        elif done:
             os.close(int(done))
-            if not finished:
-                os.write(2, ("pyshrink: error: %s\n" % "@LATE_FRAME_FAILED@").encode())
-                os._exit(int("@IO_STATUS@"))
-        listing = int(listing)
-        memory_files(os.pread(listing, os.fstat(listing).st_size, 0).splitlines())
-        os.close(listing)
         # An import before now may have looked into the zip while it was being written.
         zipimport._zip_directory_cache.pop(root, None)
         for entry in list(sys.path_importer_cache):
@@ -74,6 +97,25 @@ def _pyshrink_memory():
                 del sys.path_importer_cache[entry]
     archive = zipimport.zipimporter(root)
     files = archive._get_files() if hasattr(archive, "_get_files") else archive._files
+    if news[0] is not None:
+        tail = archive.get_data("@TAIL_LIST_FILE@").decode("utf-8").splitlines()
+        pending.update(set(tail) - set(elf))
+    # Reentrant: a signal handler may import while this thread waits.
+    lock = _thread.RLock()
+
+    def wait(rel=None):
+        """Until the tail's file `rel` is in (all of the tail for None)."""
+        if rel is not None and rel not in pending:
+            return
+        with lock:
+            while news[0] is not None and (rel in pending if rel is not None else pending):
+                got = os.read(news[0], 4096)
+                more()
+                if b"1" in got or not got:
+                    os.close(news[0])
+                    news[0] = None
+                    if pending:
+                        failed()
 
     class Dirs:
         """Every directory of the payload, worked out on first use."""
@@ -81,7 +123,7 @@ def _pyshrink_memory():
         def __contains__(self, rel):
             if not hasattr(self, "all"):
                 self.all = {""}
-                for name in list(files) + list(elf):
+                for name in list(files) + list(elf) + list(pending):
                     parts = name.rstrip("/").split("/")
                     for i in range(1, len(parts)):
                         self.all.add("/".join(parts[:i]))
@@ -139,6 +181,7 @@ def _pyshrink_memory():
     def by_path(real_dlopen):
         def dlopen(name, *args, **kwargs):
             rel = member(name)
+            wait(rel)
             if rel in elf:
                 load_libraries(rel)
                 name = elf[rel]
@@ -151,6 +194,11 @@ def _pyshrink_memory():
             self.rel = rel
 
         def create_module(self, spec):
+            if spec.name in ("_ctypes", "_cffi_backend"):
+                # They load libraries by name too.
+                wait()
+            for rel in [self.rel] + libraries().get(self.rel, []):
+                wait(rel)
             load_libraries(self.rel)
             return _imp.create_dynamic(Spec(spec.name, elf[self.rel]))
 
@@ -171,7 +219,7 @@ def _pyshrink_memory():
                     continue
                 base = entry[len(prefix):].rstrip("/") + "/" + tail
                 for suffix in suffixes:
-                    if base + suffix in elf:
+                    if base + suffix in elf or base + suffix in pending:
                         rel = base + suffix
                         spec = ModuleSpec(fullname, ExtensionLoader(rel), origin=prefix + rel)
                         spec.has_location = True
@@ -211,6 +259,7 @@ def _pyshrink_memory():
         if rel is not None:
             if set(mode) - set("rbt"):
                 raise OSError(30, "the bundled files are read-only (memory runtime)", file)
+            wait(rel)
             if rel in elf:
                 file = elf[rel]
             elif rel in files:
@@ -229,6 +278,7 @@ def _pyshrink_memory():
         return open(path, "rb")
 
     def fake_stat(rel, path):
+        wait(rel)
         if rel in files or rel in elf:
             size = real_stat(elf[rel]).st_size if rel in elf else files[rel][3]
             return os.stat_result((stat.S_IFREG | 0o444, 0, 0, 1, 0, 0, size, 0, 0, 0))
@@ -256,7 +306,7 @@ def _pyshrink_memory():
             raise NotADirectoryError(20, "Not a directory", path)
         start = rel + "/" if rel else ""
         names = set()
-        for name in list(files) + list(elf):
+        for name in list(files) + list(elf) + list(pending):
             if name.startswith(start) and len(name) > len(start):
                 names.add(name[len(start):].split("/", 1)[0])
         if isinstance(path, bytes):
@@ -273,7 +323,7 @@ def _pyshrink_memory():
             return self._rel in dirs
 
         def is_file(self, follow_symlinks=True):
-            return self._rel in files or self._rel in elf
+            return self._rel in files or self._rel in elf or self._rel in pending
 
         def is_symlink(self):
             return False
@@ -315,7 +365,7 @@ def _pyshrink_memory():
         # zipimport would take `<zip>/app/app.pyc` as a directory of the zip; a file is no
         # import location (runpy.run_path, as multiprocessing's spawn uses, then runs it).
         rel = member(path)
-        if rel is not None and (rel in files or rel in elf):
+        if rel is not None and (rel in files or rel in elf or rel in pending):
             return None
         raise ImportError("not a bundled file")
 
@@ -345,7 +395,7 @@ def _pyshrink_memory():
 
         def is_resource(self, name):
             rel = member(posixpath.join(self.path, name))
-            return rel in files or rel in elf
+            return rel in files or rel in elf or rel in pending
 
         def contents(self):
             return iter(listdir(self.path))

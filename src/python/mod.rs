@@ -16,7 +16,8 @@ const MEMORY_BOOT: &str = include_str!("memory_boot.py");
 /// The stdlib zip's faster importer, compiled into that zip in every bundle.
 const ZIPIMPORT_FAST: &str = include_str!("zipimport_fast.py");
 
-/// [`MEMORY_BOOT`] with the launcher's words and exit status for a late frame that failed.
+/// [`MEMORY_BOOT`] with the launcher's words and exit status for a late frame that failed, and
+/// the name of the tail's list.
 fn memory_boot() -> String {
     MEMORY_BOOT
         .replace(
@@ -24,6 +25,7 @@ fn memory_boot() -> String {
             &format!("{:?}", pyshrink_stub::LATE_FRAME_FAILED),
         )
         .replace("@IO_STATUS@", &pyshrink_stub::exit::IO.to_string())
+        .replace("@TAIL_LIST_FILE@", pyshrink_stub::TAIL_LIST_FILE)
 }
 
 /// The interpreter's layout, as it reports it.

@@ -121,9 +121,9 @@ pub struct Manifest {
     pub late_frame: u64,
     /// Where the payload's tail starts, within the late frame's span (0: no tail): extension
     /// modules and the libraries only they need, which nothing reads before it imports them. On
-    /// disk, the interpreter runs the app once the frames before the tail are in, and an import of
-    /// one of those modules waits for its file and its libraries ([`TAIL_LIST_FILE`]). The memory
-    /// runtime waits for all of it, as for the late frame.
+    /// disk and in memory, the interpreter runs the app once the frames before the tail are in,
+    /// and an import of one of those modules waits for its file and its libraries
+    /// ([`TAIL_LIST_FILE`]).
     pub tail_frame: u64,
     /// How many files of the late frame the memory runtime keeps in memory files of their own
     /// ([`memory_file_of_its_own`]; hard links not counted). It makes those files before the

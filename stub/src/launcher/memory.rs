@@ -12,7 +12,8 @@
 //! A late frame is unpacked while the interpreter starts, as on disk: its memory files are made
 //! before (the manifest says how many), a process of its own fills them and finishes the zip,
 //! and the boot code waits for it before it reads the zip. Until then the boot code itself comes
-//! from a zip of its own.
+//! from a zip of its own. The tail, the late frame's last part, is unpacked while the app runs,
+//! as on disk: the boot code makes an import of one of its modules wait for its memory files.
 //!
 //! The loader runs from its memory file with `--preload` for the interpreter's libraries (glibc
 //! matches a `DT_NEEDED` name against the SONAME of an object already loaded), and CPython finds
@@ -23,13 +24,14 @@ use alloc::collections::BTreeSet;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use core::cell::Cell;
 use core::ffi::c_int;
 
 use super::exec::{self, Role, Start};
 use super::{die, die_errno, die_format, extract, sys, Env};
 use crate::{
     exit, memory_file_of_its_own, zip, ArchiveReader, EntryKind, Manifest, Source, Trailer,
-    MEMORY_BOOT_DIR,
+    MEMORY_BOOT_DIR, TAIL_LIST_FILE,
 };
 
 /// Set for the interpreter to the bundle's cache key: a run of the same bundle that sees it was
@@ -207,6 +209,24 @@ impl ZipWriter {
             .map(|(_, start, size)| (start, size))
     }
 
+    /// How many lines the file `name` written before has; `None`: there is no such file.
+    fn lines_of(&self, name: &[u8]) -> Option<usize> {
+        let (mut at, size) = self.find(name)?;
+        let end = at + size;
+        let mut buf = [0u8; 4096];
+        let mut lines = 0;
+        while at < end {
+            let want = (end - at).min(buf.len() as u64) as usize;
+            let n = self.read_at(at, &mut buf[..want]);
+            if n == 0 {
+                break;
+            }
+            lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+            at += n as u64;
+        }
+        Some(lines)
+    }
+
     /// Bytes written at `at`, into `out`: how many (at most up to what is flushed, or buffered).
     fn read_at(&self, at: u64, out: &mut [u8]) -> usize {
         if at >= self.flushed {
@@ -306,6 +326,37 @@ fn take<S: Source>(
     }
 }
 
+/// Every entry of `archive` into a memory file of its own, made here (`corrupt`: the error when
+/// it holds any other kind of file). `each` gets each file as it is complete.
+fn take_own<S: Source>(
+    archive: &mut ArchiveReader<S>,
+    own: &mut Own,
+    new_file: &mut dyn FnMut(&[u8]) -> sys::Fd,
+    corrupt: &'static str,
+    each: &mut dyn FnMut(&[u8], c_int),
+    exe: &[u8],
+) {
+    let mut buf = vec![0u8; extract::CHUNK];
+    while let Some(entry) = extract::next_entry(archive, exe) {
+        let path = entry.path.as_bytes();
+        let file = match &entry.kind {
+            EntryKind::Link { target } => {
+                own_of(own, target.as_bytes()).unwrap_or_else(|| bad_link(exe))
+            }
+            EntryKind::File { .. } => {
+                let n = fill(archive, &mut buf, exe);
+                if !memory_file_of_its_own(path, &buf[..n]) {
+                    die_format(&crate::FormatError::Corrupt(corrupt), exe);
+                }
+                own_file(archive, path, new_file(path), &mut buf, n, exe)
+            }
+            EntryKind::Dir { .. } => die_format(&crate::FormatError::Corrupt(corrupt), exe),
+        };
+        own.push((path.into(), file));
+        each(path, file);
+    }
+}
+
 /// The memory file of `target`, when it has one of its own: a hard link shares it.
 fn own_of(own: &Own, target: &[u8]) -> Option<c_int> {
     own.iter().find(|(p, _)| p == target).map(|&(_, file)| file)
@@ -366,8 +417,9 @@ fn memory_file_for(path: &[u8]) -> sys::Fd {
 }
 
 /// `PYSHRINK_MEMORY=<zip path>\n[late=<pipe>,<listing>\n]<fd>=<path>\n...`, bytes below 0x20 and
-/// `%` as `%XX`. With a late frame, `<pipe>` gives `1` once it is unpacked (empty: it is) and the
-/// memory file `<listing>` then holds the `<fd>=<path>` lines of its files.
+/// `%` as `%XX`. With a late frame, `<pipe>` gives `1` once it is unpacked (empty: it is), or `2`
+/// once the files before its tail are, then a `+` for each file of the tail; the memory file
+/// `<listing>` holds the `<fd>=<path>` lines of the files that are in.
 fn memory_var(root: &[u8], late: Option<&Late>, own: &Own) -> Vec<u8> {
     let mut out = Vec::from(MEMORY_VAR);
     out.push(b'=');
@@ -405,15 +457,18 @@ fn push_file(out: &mut Vec<u8>, file: c_int, path: &[u8]) {
 struct Late {
     /// Readable once that process is done (see `extract::in_background`); `None`: it is.
     done: Option<sys::Fd>,
-    /// The memory file in which it lists the memory files of the late frame.
+    /// The memory file in which it lists the memory files of the late frame as they are in.
     listing: c_int,
 }
 
-/// Unpacks the late frame at `span` in a process of its own, into the `count` memory files made
-/// here first (what the manifest's `late_memory_files` says) and into `zip`, which it finishes.
+/// Unpacks the late frame at `spans.0` in a process of its own, into the `count` memory files
+/// made here first (what the manifest's `late_memory_files` says) and into `zip`, which it
+/// finishes. With a tail (`spans.1`, the end of the late frame), that process writes `2` on its
+/// pipe once the files before the tail are in, then unpacks the tail into memory files of their
+/// own, adding each to the listing as it is complete and writing a `+`.
 fn unpack_late(
     fd: &sys::Fd,
-    span: extract::Span,
+    spans: (extract::Span, Option<extract::Span>),
     mut zip: ZipWriter,
     mut own: Own,
     count: u64,
@@ -426,24 +481,43 @@ fn unpack_late(
     }
     let listing = keep(memfd(b"pyshrink-late-files"));
     let (raw, exe) = (fd.0, Vec::from(exe));
-    let done = extract::in_background(move |_| {
+    let done = extract::in_background(move |tell| {
         let corrupt = |what| -> ! { die_format(&crate::FormatError::Corrupt(what), &exe) };
+        let list = |lines: &[u8]| {
+            sys::write_all(listing, lines)
+                .unwrap_or_else(|e| die_errno(exit::IO, b"failed to write", b"a memory file", e))
+        };
         let bundle = sys::Fd::borrowed(raw);
         let early = own.len();
-        let mut files = made.iter();
-        take(
-            &mut extract::frame_archive(&bundle, span, true),
-            &mut zip,
-            &mut own,
-            &mut |path| match files.next() {
-                // Its path must reach the interpreter before it starts (PYTHONPATH).
-                _ if path.ends_with(b".zip") => corrupt("the stdlib zip is in the late frame"),
-                Some(&file) => sys::Fd(file),
-                None => corrupt("the late frame holds more memory files than the manifest says"),
-            },
-            &exe,
-        );
-        if files.next().is_some() {
+        let used = Cell::new(0);
+        let mut next_file = |path: &[u8]| match made.get(used.get()) {
+            // Its path must reach the interpreter before it starts (PYTHONPATH).
+            _ if path.ends_with(b".zip") => corrupt("the stdlib zip is in the late frame"),
+            Some(&file) => {
+                used.set(used.get() + 1);
+                sys::Fd(file)
+            }
+            None => corrupt("the late frame holds more memory files than the manifest says"),
+        };
+        let (late, tail) = spans;
+        let before = tail.map_or(late, |tail| (late.0, tail.0 - late.0));
+        if before.1 > 0 {
+            let mut archive = extract::frame_archive(&bundle, before, tail.is_none());
+            take(&mut archive, &mut zip, &mut own, &mut next_file, &exe);
+        }
+        // Each file of the tail gets one of the memory files left (its list says how many), so a
+        // miscount shows here, before the app starts.
+        let needed = match tail {
+            Some(_) => zip
+                .lines_of(TAIL_LIST_FILE.as_bytes())
+                .unwrap_or_else(|| corrupt("the payload's tail has no list")),
+            None => 0,
+        };
+        let left = made.len() - used.get();
+        if left < needed {
+            corrupt("the late frame holds more memory files than the manifest says");
+        }
+        if left > needed {
             corrupt("the late frame holds fewer memory files than the manifest says");
         }
         zip.finish();
@@ -452,8 +526,26 @@ fn unpack_late(
             push_file(&mut lines, *file, path);
             lines.push(b'\n');
         }
-        sys::write_all(listing, &lines)
-            .unwrap_or_else(|e| die_errno(exit::IO, b"failed to write", b"a memory file", e));
+        list(&lines);
+        if let Some(tail) = tail {
+            let _ = sys::write_all(tell.0, b"2");
+            let corrupt = "the payload's tail holds other files";
+            let mut archive = extract::frame_archive(&bundle, tail, true);
+            take_own(
+                &mut archive,
+                &mut own,
+                &mut next_file,
+                corrupt,
+                &mut |path, file| {
+                    let mut line = Vec::new();
+                    push_file(&mut line, file, path);
+                    line.push(b'\n');
+                    list(&line);
+                    let _ = sys::write_all(tell.0, b"+");
+                },
+                &exe,
+            );
+        }
     });
     Late { done, listing }
 }
@@ -491,39 +583,22 @@ pub fn run(
     let mut zip = ZipWriter::new(stable(memfd(b"pyshrink-files.zip")));
     let mut verifier = extract::Verifier::new(t);
     let root = fd_path(zip.fd);
-    // The tail is part of the late frame here: the app starts once all of it is in.
     let frames = (m.second_frame, m.late_frame, m.tail_frame);
-    let (mut first, second, late, _) = extract::payload_parts(fd, t, frames, &mut verifier, exe);
+    let (mut first, second, late, tail) = extract::payload_parts(fd, t, frames, &mut verifier, exe);
     // The second frame holds only files that get memory files of their own.
     let worker = second.map(|span| {
         let exe = Vec::from(exe);
         extract::on_second_frame(fd, span, late.is_none(), move |archive| {
             let mut own = Own::new();
-            let mut buf = vec![0u8; extract::CHUNK];
-            while let Some(entry) = extract::next_entry(archive, &exe) {
-                let path = entry.path.as_bytes();
-                if let EntryKind::Link { target } = &entry.kind {
-                    let file = own_of(&own, target.as_bytes()).unwrap_or_else(|| bad_link(&exe));
-                    own.push((path.into(), file));
-                    continue;
-                }
-                let n = fill(archive, &mut buf, &exe);
-                if !matches!(entry.kind, EntryKind::File { .. })
-                    || !memory_file_of_its_own(path, &buf[..n])
-                {
-                    die_format(
-                        &crate::FormatError::Corrupt(
-                            "the payload's second frame holds other files",
-                        ),
-                        &exe,
-                    );
-                }
-                let file = memory_file_for(path);
-                own.push((
-                    path.into(),
-                    own_file(archive, path, file, &mut buf, n, &exe),
-                ));
-            }
+            let corrupt = "the payload's second frame holds other files";
+            take_own(
+                archive,
+                &mut own,
+                &mut memory_file_for,
+                corrupt,
+                &mut |_, _| {},
+                &exe,
+            );
             own
         })
     });
@@ -539,7 +614,7 @@ pub fn run(
     let late = match late {
         Some(span) => Some(unpack_late(
             fd,
-            span,
+            (span, tail),
             zip,
             own.clone(),
             m.late_memory_files,
