@@ -866,6 +866,20 @@ fn extension_modules_unpacked_while_the_app_runs_are_whole_when_it_uses_them() {
     assert!(with_tail > 0, "no interpreter's bundle had a tail");
 }
 
+/// A child forked before the tail is in, which reads some of the launcher's news of it, and its
+/// parent after it both import extension modules of the tail, in both runtimes. Every interpreter.
+#[test]
+fn a_forked_child_and_its_parent_both_get_the_tail() {
+    let app = repo().join("tests/fixtures/tail/fork.py");
+    for (name, python) in interpreters() {
+        eprintln!("forked tail with {name}");
+        let expected = python_prints(python, &app, name);
+        assert_eq!(expected.lines().count(), 2, "{name}: {expected}");
+        Root::new(&bundle(&[app.to_str().unwrap()], python))
+            .assert_prints_in_both_runtimes(&expected, name);
+    }
+}
+
 /// An app too small to bundle what the start-up helper imports (`types`) still gets a tail: it
 /// waits for all of it before its first line, runs as `python3 app.py` does, and its first run
 /// leaves a complete extraction.

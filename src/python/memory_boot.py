@@ -7,8 +7,9 @@
 # pipe gives `1` (at once when it is empty), and the memory file `<listing>` then lists those
 # files in the same form. With a tail, the pipe gives `2` once the zip is complete; each file of
 # the tail is then added to the listing as it is complete, with a `+` on the pipe. An import of a
-# tail module, `open()` or `os.stat()` of a tail file waits for it; ctypes and cffi wait for all. `site` imports it before the app runs, in the bundle and in its
-# `sys.executable` children alike; on disk it is not on `sys.path` and never runs.
+# tail module, `open()` or `os.stat()` of a tail file waits for it; ctypes and cffi wait for all.
+# `site` imports it before the app runs, in the bundle and in its `sys.executable` children alike;
+# on disk it is not on `sys.path` and never runs.
 #
 # Every bundled path is a path inside the zip, `/proc/self/fd/N/<path in the payload>`:
 # `sys.prefix` is the zip, so `__file__`, `sys.path` and `importlib.resources` all name places in
@@ -60,7 +61,13 @@ def _pyshrink_memory():
     memory_files(lines[1:])
     # The tail's files (extension modules and the libraries only they need) not in yet.
     pending = set()
-    news = [None]
+    # The pipe and the listing while the tail comes in.
+    news = [None, None]
+
+    def failed():
+        os.write(2, ("pyshrink: error: %s\n" % "@LATE_FRAME_FAILED@").encode())
+        os._exit(int("@IO_STATUS@"))
+
     if late:
         # The late frame is unpacked while the interpreter starts; the zip is complete after it
         # (`1`), or after the files before the tail (`2`), whose files follow, each listed as it
@@ -79,17 +86,15 @@ def _pyshrink_memory():
             memory_files(data.splitlines())
             pending.difference_update(set(elf) - before)
 
-        def failed():
-            os.write(2, ("pyshrink: error: %s\n" % "@LATE_FRAME_FAILED@").encode())
-            os._exit(int("@IO_STATUS@"))
-
         if got not in (b"1", b"2"):
             failed()
         more()
         if got == b"2":
-            news[0] = int(done)
-        elif done:
-            os.close(int(done))
+            news[:] = [int(done), listing]
+        else:
+            os.close(listing)
+            if done:
+                os.close(int(done))
         # An import before now may have looked into the zip while it was being written.
         zipimport._zip_directory_cache.pop(root, None)
         for entry in list(sys.path_importer_cache):
@@ -103,19 +108,27 @@ def _pyshrink_memory():
     # Reentrant: a signal handler may import while this thread waits.
     lock = _thread.RLock()
 
-    def wait(rel=None):
-        """Until the tail's file `rel` is in (all of the tail for None)."""
-        if rel is not None and rel not in pending:
-            return
+    def settle(missing):
+        """Takes in the tail's files as they come until `missing()` is false."""
         with lock:
-            while news[0] is not None and (rel in pending if rel is not None else pending):
+            while news[0] is not None and missing():
                 got = os.read(news[0], 4096)
                 more()
                 if b"1" in got or not got:
-                    os.close(news[0])
-                    news[0] = None
+                    for fd in news:
+                        os.close(fd)
+                    news[:] = [None, None]
                     if pending:
                         failed()
+
+    def wait(rel):
+        """Until the tail's file `rel` is in."""
+        if rel in pending:
+            settle(lambda: rel in pending)
+
+    def wait_all():
+        if pending:
+            settle(lambda: pending)
 
     class Dirs:
         """Every directory of the payload, worked out on first use."""
@@ -196,7 +209,7 @@ def _pyshrink_memory():
         def create_module(self, spec):
             if spec.name in ("_ctypes", "_cffi_backend"):
                 # They load libraries by name too.
-                wait()
+                wait_all()
             for rel in [self.rel] + libraries().get(self.rel, []):
                 wait(rel)
             load_libraries(self.rel)
