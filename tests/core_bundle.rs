@@ -880,6 +880,21 @@ fn a_forked_child_and_its_parent_both_get_the_tail() {
     }
 }
 
+/// `sys.executable` started by the app of a first run while the tail is still coming in waits for
+/// the extraction to be complete, then imports extension modules of the tail, in both runtimes.
+/// Every interpreter.
+#[test]
+fn sys_executable_started_during_the_tail_waits_for_it() {
+    let app = repo().join("tests/fixtures/tail/child.py");
+    for (name, python) in interpreters() {
+        eprintln!("sys.executable during the tail with {name}");
+        let expected = python_prints(python, &app, name);
+        assert!(expected.starts_with("child: LATIN"), "{name}: {expected}");
+        Root::new(&bundle(&[app.to_str().unwrap()], python))
+            .assert_prints_in_both_runtimes(&expected, name);
+    }
+}
+
 /// An app too small to bundle what the start-up helper imports (`types`) still gets a tail: it
 /// waits for all of it before its first line, runs as `python3 app.py` does, and its first run
 /// leaves a complete extraction.

@@ -273,8 +273,18 @@ fn load_manifest(dir: &[u8]) -> Manifest {
 /// The launcher copy at `<extraction>/bin/python3` runs the bundled interpreter directly.
 fn python_role(exe: &[u8], user_args: &[&[u8]], env: &Env) -> ! {
     let dir = sys::parent(sys::parent(exe));
-    if sys::lstat(&sys::join(dir, extract::MANIFEST_FILE)).is_err() {
-        die_format(&FormatError::NotABundle, exe);
+    let complete = || sys::lstat(&sys::join(dir, extract::MANIFEST_FILE)).is_ok();
+    if !complete() {
+        // Started by the app of a first run while that run's launcher still unpacks the tail: the
+        // process doing it holds the extraction's lock until the manifest copy is written.
+        let mut lock = Vec::from(dir);
+        lock.extend_from_slice(b".lock");
+        if let Ok(lock) = sys::open(&lock, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
+            let _ = sys::flock_exclusive(&lock);
+        }
+        if !complete() {
+            die_format(&FormatError::NotABundle, exe);
+        }
     }
     let manifest = load_manifest(dir);
     exec::run(
