@@ -49,13 +49,17 @@ def _pyshrink_memory():
     elf = {}
 
     def memory_files(lines):
+        """Takes in `<fd>=<path>` lines; returns the paths."""
+        added = []
         for line in lines:
             fd, _, rel = line.partition(b"=")
             if b"%" in rel:
                 parts = rel.split(b"%")
                 rel = parts[0] + b"".join(bytes([int(p[:2], 16)]) + p[2:] for p in parts[1:])
             if rel:
-                elf[os.fsdecode(rel)] = "/proc/self/fd/" + fd.decode()
+                added.append(os.fsdecode(rel))
+                elf[added[-1]] = "/proc/self/fd/" + fd.decode()
+        return added
 
     late = lines.pop(1) if len(lines) > 1 and lines[1].startswith(b"late=") else None
     memory_files(lines[1:])
@@ -82,9 +86,7 @@ def _pyshrink_memory():
             data = os.pread(listing, end - listed[0], listed[0])
             data = data[: data.rfind(b"\n") + 1]
             listed[0] += len(data)
-            before = set(elf)
-            memory_files(data.splitlines())
-            pending.difference_update(set(elf) - before)
+            pending.difference_update(memory_files(data.splitlines()))
 
         if got not in (b"1", b"2"):
             failed()

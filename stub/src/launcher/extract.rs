@@ -28,6 +28,8 @@ use crate::{
 
 /// The manifest, copied into the extraction: the warm path and the `python3` role read it there.
 pub const MANIFEST_FILE: &[u8] = b"pyshrink.manifest";
+/// `<key>` + this, beside the extraction: the lock held while it is being written.
+pub const LOCK_SUFFIX: &[u8] = b".lock";
 /// Where the launcher copy acting as `sys.executable` goes (the manifest's `python_exe`).
 const PYTHON_EXE: &[u8] = b"bin/python3";
 pub const CHUNK: usize = 256 * 1024;
@@ -304,8 +306,9 @@ pub type Span = (u64, u64);
 
 /// The payload's frames, from the manifest's `second_frame`, `late_frame` and `tail_frame`: the
 /// archive of the first frame (what it reads goes into `verifier`'s hash), and where the second
-/// frame, the late frame (the tail included) and the tail are, when the payload has them. Each
-/// frame ends at an entry boundary; only the last one holds the end of the archive.
+/// frame, the late frame's part before the tail (empty when the tail is all of it) and the tail
+/// are, when the payload has them. Each frame ends at an entry boundary; only the last one holds
+/// the end of the archive.
 pub fn payload_parts<'a>(
     fd: &'a sys::Fd,
     t: &Trailer,
@@ -331,13 +334,14 @@ pub fn payload_parts<'a>(
     let first = section_archive(section, first_end == len);
     let at = |from: u64, to: u64| (t.payload_offset() + from, to - from);
     let second = (second != 0).then(|| at(second, early_end));
-    let late = (late != 0).then(|| at(late, len));
+    let late_end = if tail == 0 { len } else { tail };
+    let late = (late != 0).then(|| at(late, late_end));
     let tail = (tail != 0).then(|| at(tail, len));
     (first, second, late, tail)
 }
 
-/// What [`payload_parts`] returns: the first frame's archive, then the second frame's, the late
-/// frame's and the tail's spans.
+/// What [`payload_parts`] returns: the first frame's archive, then the spans of the second frame,
+/// of the late frame before the tail, and of the tail.
 pub type Parts<'a> = (
     ArchiveReader<Decoded<'a>>,
     Option<Span>,
@@ -463,7 +467,7 @@ pub fn extract(
     )
     .unwrap_or_else(|e| io(b"failed to open", root, e));
     let mut lock_name = Vec::from(key);
-    lock_name.extend_from_slice(b".lock");
+    lock_name.extend_from_slice(LOCK_SUFFIX);
     let lock = sys::openat(
         &root_fd,
         &lock_name,
@@ -530,15 +534,11 @@ pub fn extract(
     let late = late?;
     let finish = |tell: &sys::Fd| {
         let mut made = BTreeSet::new();
-        let before = match tail {
-            Some(tail) => {
-                make_placeholders(&work_fd, &dir, &mut made, exe);
-                (late.0, tail.0 - late.0)
-            }
-            None => late,
-        };
-        if before.1 > 0 {
-            let mut archive = frame_archive(fd, before, tail.is_none());
+        if tail.is_some() {
+            make_placeholders(&work_fd, &dir, &mut made, exe);
+        }
+        if late.1 > 0 {
+            let mut archive = frame_archive(fd, late, tail.is_none());
             unpack(&mut archive, &work_fd, &mut made, &dir, exe, None);
         }
         if let Some(tail) = tail {

@@ -461,11 +461,11 @@ struct Late {
     listing: c_int,
 }
 
-/// Unpacks the late frame at `spans.0` in a process of its own, into the `count` memory files
-/// made here first (what the manifest's `late_memory_files` says) and into `zip`, which it
-/// finishes. With a tail (`spans.1`, the end of the late frame), that process writes `2` on its
-/// pipe once the files before the tail are in, then unpacks the tail into memory files of their
-/// own, adding each to the listing as it is complete and writing a `+`.
+/// Unpacks the late frame (`spans`: its part before the tail, and the tail) in a process of its
+/// own, into the `count` memory files made here first (what the manifest's `late_memory_files`
+/// says) and into `zip`, which it finishes. With a tail, that process writes `2` on its pipe once
+/// the files before the tail are in, then unpacks the tail into memory files of their own, adding
+/// each to the listing as it is complete and writing a `+`.
 fn unpack_late(
     fd: &sys::Fd,
     spans: (extract::Span, Option<extract::Span>),
@@ -500,9 +500,8 @@ fn unpack_late(
             None => corrupt("the late frame holds more memory files than the manifest says"),
         };
         let (late, tail) = spans;
-        let before = tail.map_or(late, |tail| (late.0, tail.0 - late.0));
-        if before.1 > 0 {
-            let mut archive = extract::frame_archive(&bundle, before, tail.is_none());
+        if late.1 > 0 {
+            let mut archive = extract::frame_archive(&bundle, late, tail.is_none());
             take(&mut archive, &mut zip, &mut own, &mut next_file, &exe);
         }
         // Each file of the tail gets one of the memory files left (its list says how many), so a

@@ -278,7 +278,7 @@ fn python_role(exe: &[u8], user_args: &[&[u8]], env: &Env) -> ! {
         // Started by the app of a first run while that run's launcher still unpacks the tail: the
         // process doing it holds the extraction's lock until the manifest copy is written.
         let mut lock = Vec::from(dir);
-        lock.extend_from_slice(b".lock");
+        lock.extend_from_slice(extract::LOCK_SUFFIX);
         if let Ok(lock) = sys::open(&lock, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
             let _ = sys::flock_exclusive(&lock);
         }
