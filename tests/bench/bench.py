@@ -501,6 +501,7 @@ class Bench:
         self.details = []     # (title, text) shown verbatim in the report
         self.fix_python = None
         self.load_start = self.load_end = "unknown"
+        self.file_us = {}     # example -> microseconds per file created, after its timed rounds
 
     # -- helpers
 
@@ -714,6 +715,8 @@ class Bench:
                     self.record_failure(t.tool, ex, "run %d" % (i + 1), e)
             if timed:
                 log("%s: timed round %d/%d done" % (ex.name, i + 1, runs))
+            if i + 1 == runs:
+                self.file_us[ex.name] = file_creation_us(os.path.join(self.work, "extract"))
         self.targets += targets
         for t in live:
             if t.failure or t.tool == PYTHON:
@@ -882,6 +885,52 @@ def machine_summary():
         os.cpu_count(), cpu, mem_kb / 1048576, platform.release(), platform.machine())
 
 
+FILE_PROBE_COUNT = 300
+
+
+def file_creation_us(parent):
+    """Microseconds to create one small file under `parent`, as an extraction does (create,
+    write one byte, close), over FILE_PROBE_COUNT files in a new directory, removed afterwards."""
+    probe = tempfile.mkdtemp(prefix="file-probe-", dir=parent)
+    try:
+        t = time.perf_counter()
+        for i in range(FILE_PROBE_COUNT):
+            fd = os.open(os.path.join(probe, "f%d" % i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, b"x")
+            os.close(fd)
+        return (time.perf_counter() - t) * 1e6 / FILE_PROBE_COUNT
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def file_system_of(path):
+    """(type, source) of the mount holding `path`, and whether an ext4 one has a journal
+    (None when that cannot be told)."""
+    best, fs = "", ("unknown", "unknown", None)
+    real = os.path.realpath(path)
+    try:
+        lines = read_text("/proc/self/mountinfo").splitlines()
+    except OSError:
+        return fs
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if len(fields) < 5 or len(rest) < 2:
+            continue
+        mount = fields[4]
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            journal = None
+            if rest[0] == "ext4":
+                dev = os.path.basename(rest[1])
+                try:
+                    journal = any(e.startswith(dev + "-") for e in os.listdir("/proc/fs/jbd2"))
+                except OSError:
+                    journal = False
+            best, fs = mount, (rest[0], rest[1], journal)
+    return fs
+
+
 # What pyshrink must show against its peers, measured in the same run.
 SIZE_VS_STATICX = 0.5
 SIZE_LIMIT = {"hello": 3.5e6, "mountains": 4e6}
@@ -949,7 +998,26 @@ def report(bench, examples):
     w("- Runs: %s per measurement (`BENCH_RUNS` overrides), the tools alternating within each round "
       "(tool A run 1, tool B run 1, …, tool A run 2, …), after one unmeasured start of each that also "
       "checks its output; the file system is synced (`sync`) before every start, so that no start "
-      "pays for the files an earlier one deleted" % ", ".join("%s %d" % (ex.name, ex.runs) for ex in examples))
+      "waits for data an earlier one wrote" % ", ".join("%s %d" % (ex.name, ex.runs) for ex in examples))
+    fs_type, fs_source, journal = file_system_of(os.path.join(args.work, "extract"))
+    fs_note = ""
+    if fs_type == "ext4" and journal is False:
+        fs_note = (" It is ext4 without a journal, which passes over inodes freed in the last 60 s "
+                   "(360 s while their inode table block is unwritten) when it allocates one "
+                   "(`recently_deleted` in fs/ext4/ialloc.c): there, creating a file costs more the "
+                   "more files were deleted shortly before, and every cold run leaves an extraction "
+                   "deleted behind it (the peers remove theirs as they exit, the bench pyshrink's "
+                   "before the next run).")
+    tmp_fs = file_system_of(tempfile.gettempdir())
+    peers_fs = ("the same one" if tmp_fs[:2] == (fs_type, fs_source)
+                else "%s on %s" % tmp_fs[:2])
+    w("- File system of pyshrink's extraction directories: %s on %s; of the peers' temporary "
+      "directories (`%s`): %s. Creating a file in the first took %s µs (%d one-byte files in a new "
+      "directory, right after each example's timed rounds): a cold start pays about that for each "
+      "file it unpacks.%s" % (
+          fs_type, fs_source, tempfile.gettempdir(), peers_fs,
+          ", ".join("%s %.0f" % (name, us) for name, us in sorted(bench.file_us.items())) or "n/a",
+          FILE_PROBE_COUNT, fs_note))
     w("")
     w("How each figure is measured:")
     w("")
