@@ -22,6 +22,8 @@ pub struct FileInfo {
     pub est_compressed: u64,
     /// The earlier file with the same bytes, stored once for both.
     pub same_as: Option<String>,
+    /// When a first run from disk unpacks it: [`START`], [`LATE`] or [`TAIL`].
+    pub when: &'static str,
 }
 
 /// Reads a bundle and describes it as JSON (the text output is rendered from the same value).
@@ -34,11 +36,102 @@ pub fn inspect(path: &Path) -> Result<Value> {
             path.display()
         )
     })?;
-    let tar =
-        zstd::stream::decode_all(parsed.payload).context("failed to decompress the payload")?;
-    let mut reader = ArchiveReader::new(tar.as_slice());
+    let payload_len = parsed.payload.len() as u64;
+    let frames = parsed.manifest.frames(payload_len).map_err(|e| {
+        anyhow::anyhow!(
+            "`{}`: {e}\n\nhint: pass a file written by `pyshrink bundle`",
+            path.display()
+        )
+    })?;
     let mut files = Vec::new();
     let mut inventory = Value::Null;
+    let mut parts = Vec::new();
+    for (name, when, span) in [
+        ("first", START, Some(frames.first)),
+        ("second", START, frames.second),
+        ("late", LATE, frames.late),
+        ("tail", TAIL, frames.tail),
+    ] {
+        let Some((start, end)) = span.filter(|(start, end)| end > start) else {
+            continue;
+        };
+        let before = files.len();
+        let frame = &parsed.payload[start as usize..end as usize];
+        let tar = zstd::stream::decode_all(frame)
+            .with_context(|| format!("failed to decompress the payload's {name} frame"))?;
+        let reader = if end == payload_len {
+            ArchiveReader::new(tar.as_slice())
+        } else {
+            ArchiveReader::part(tar.as_slice())
+        };
+        read_frame(reader, when, &mut files, &mut inventory)?;
+        let added = &files[before..];
+        parts.push(json!({
+            "frame": name,
+            "when": when,
+            "compressed": end - start,
+            "unpacked": added.iter().filter(|f| f.same_as.is_none()).map(|f| f.size).sum::<u64>(),
+            "files": added.len(),
+        }));
+    }
+    files.sort_by(|a, b| b.size.cmp(&a.size).then(a.path.cmp(&b.path)));
+    let est_total: u64 = files.iter().map(|f| f.est_compressed).sum::<u64>().max(1);
+    let m = &parsed.manifest;
+    let entry = match &m.entry {
+        Entry::Script(p) => json!({"kind": "script", "path": p}),
+        Entry::Module(n) => json!({"kind": "module", "name": n}),
+    };
+    let file_list: Vec<Value> = files
+        .iter()
+        .map(|f| {
+            let share = f.est_compressed as f64 / est_total as f64;
+            let mut file = json!({
+                "path": f.path,
+                "size": f.size,
+                "compressed_estimate": (share * payload_len as f64).round() as u64,
+                "share": (share * 10000.0).round() / 10000.0,
+                "when": f.when,
+            });
+            if let Some(target) = &f.same_as {
+                file["same_as"] = json!(target);
+            }
+            file
+        })
+        .collect();
+    Ok(json!({
+        "bundle": path.display().to_string(),
+        "size": bytes.len(),
+        "stub_size": parsed.stub.len(),
+        "payload_size": payload_len,
+        "manifest_size": parsed.trailer.manifest_len,
+        "content_sha256": parsed.trailer.content_sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "python": m.python,
+        "entry": entry,
+        "runtime": m.runtime.as_str(),
+        "unpacked_size": files.iter().map(|f| f.size).sum::<u64>(),
+        "frames": parts,
+        "files": file_list,
+        "libraries": inventory.get("libraries").cloned().unwrap_or(json!([])),
+        "modules": inventory.get("modules").cloned().unwrap_or(json!([])),
+        "distributions": inventory.get("distributions").cloned().unwrap_or(json!([])),
+        "optional_left_out": inventory.get("optional_left_out").cloned().unwrap_or(json!([])),
+    }))
+}
+
+/// When the launcher unpacks a frame on a first run from disk: before the interpreter starts,
+/// while it starts (the app waits for it), while the app runs.
+const START: &str = "start";
+const LATE: &str = "late";
+const TAIL: &str = "tail";
+
+/// Adds the files of one frame's archive to `files` (each unpacked `when`), and the inventory
+/// when the frame holds it.
+fn read_frame(
+    mut reader: ArchiveReader<&[u8]>,
+    when: &'static str,
+    files: &mut Vec<FileInfo>,
+    inventory: &mut Value,
+) -> Result<()> {
     while let Some(entry) = reader
         .next_entry()
         .map_err(|e| anyhow::anyhow!("payload archive: {e}"))?
@@ -62,6 +155,7 @@ pub fn inspect(path: &Path) -> Result<Value> {
                     size,
                     est_compressed: 0,
                     same_as: Some(target),
+                    when,
                 });
                 continue;
             }
@@ -78,7 +172,7 @@ pub fn inspect(path: &Path) -> Result<Value> {
             data.extend_from_slice(&buf[..n]);
         }
         if entry.path == INVENTORY {
-            inventory = serde_json::from_slice(&data).unwrap_or(Value::Null);
+            *inventory = serde_json::from_slice(&data).unwrap_or(Value::Null);
         }
         let est = zstd::bulk::compress(&data, 3)
             .map(|c| c.len() as u64)
@@ -88,49 +182,10 @@ pub fn inspect(path: &Path) -> Result<Value> {
             size,
             est_compressed: est,
             same_as: None,
+            when,
         });
     }
-    files.sort_by(|a, b| b.size.cmp(&a.size).then(a.path.cmp(&b.path)));
-    let est_total: u64 = files.iter().map(|f| f.est_compressed).sum::<u64>().max(1);
-    let payload_len = parsed.payload.len() as u64;
-    let m = &parsed.manifest;
-    let entry = match &m.entry {
-        Entry::Script(p) => json!({"kind": "script", "path": p}),
-        Entry::Module(n) => json!({"kind": "module", "name": n}),
-    };
-    let file_list: Vec<Value> = files
-        .iter()
-        .map(|f| {
-            let share = f.est_compressed as f64 / est_total as f64;
-            let mut file = json!({
-                "path": f.path,
-                "size": f.size,
-                "compressed_estimate": (share * payload_len as f64).round() as u64,
-                "share": (share * 10000.0).round() / 10000.0,
-            });
-            if let Some(target) = &f.same_as {
-                file["same_as"] = json!(target);
-            }
-            file
-        })
-        .collect();
-    Ok(json!({
-        "bundle": path.display().to_string(),
-        "size": bytes.len(),
-        "stub_size": parsed.stub.len(),
-        "payload_size": payload_len,
-        "manifest_size": parsed.trailer.manifest_len,
-        "content_sha256": parsed.trailer.content_sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-        "python": m.python,
-        "entry": entry,
-        "runtime": m.runtime.as_str(),
-        "unpacked_size": files.iter().map(|f| f.size).sum::<u64>(),
-        "files": file_list,
-        "libraries": inventory.get("libraries").cloned().unwrap_or(json!([])),
-        "modules": inventory.get("modules").cloned().unwrap_or(json!([])),
-        "distributions": inventory.get("distributions").cloned().unwrap_or(json!([])),
-        "optional_left_out": inventory.get("optional_left_out").cloned().unwrap_or(json!([])),
-    }))
+    Ok(())
 }
 
 /// Why `name` (a module, a library or a bundled file) is in the bundle [`inspect`] described as
@@ -305,6 +360,40 @@ pub fn render(v: &Value, top: usize) -> String {
         v["runtime"].as_str().unwrap_or(""),
         v["content_sha256"].as_str().unwrap_or("")
     );
+    let frames = v["frames"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "\nUnpacked on a first run from disk, and on every run from memory (compressed -> unpacked):"
+    );
+    for (when, what) in [
+        (START, "before the interpreter starts"),
+        (LATE, "while it starts (the app waits)"),
+        (TAIL, "while the app runs (the tail)"),
+    ] {
+        let of_when: Vec<&Value> = frames.iter().filter(|f| f["when"] == when).collect();
+        if of_when.is_empty() {
+            continue;
+        }
+        let sum = |k: &str| {
+            of_when
+                .iter()
+                .map(|f| f[k].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
+        let threads = if of_when.len() > 1 {
+            ", two threads"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {:<33} {:>10} -> {:>10}, {} files{threads}",
+            what,
+            mb(sum("compressed")),
+            mb(sum("unpacked")),
+            sum("files")
+        );
+    }
     let files = v["files"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(
         out,

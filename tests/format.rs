@@ -127,6 +127,13 @@ fn damaged_bundles_are_refused() {
     }
 }
 
+/// The object of `list` whose `key` is `value`.
+fn listed<'a>(list: &'a [serde_json::Value], key: &str, value: &str) -> &'a serde_json::Value {
+    list.iter()
+        .find(|x| x[key] == value)
+        .unwrap_or_else(|| panic!("{value} not listed"))
+}
+
 /// `pyshrink inspect` on a bundle whose contents this test knows, with the reason each module
 /// came: the module that imports it, or why the bundler brought it.
 #[test]
@@ -177,6 +184,37 @@ fn inspect_reports_contents_libraries_and_modules() {
     }
     let sizes: Vec<u64> = files.iter().map(|f| f["size"].as_u64().unwrap()).collect();
     assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "biggest first");
+    // When a first run unpacks each file: what the interpreter loads as it starts, before it
+    // starts; OpenSSL, which only `_hashlib` needs, while the app runs. The frames account for
+    // the whole payload and for every file.
+    let when = |path: &str| listed(files, "path", path)["when"].clone();
+    for path in [
+        "bin/python.real",
+        "lib/libc.so.6",
+        "lib/ld-linux-x86-64.so.2",
+    ] {
+        assert_eq!(when(path), "start", "{path}");
+    }
+    assert_eq!(when("lib/libcrypto.so.3"), "tail");
+    let frames = v["frames"].as_array().unwrap();
+    let total = |k: &str| frames.iter().map(|f| f[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(Some(total("compressed")), v["payload_size"].as_u64());
+    assert_eq!(total("files"), files.len() as u64);
+    let stored: u64 = files
+        .iter()
+        .filter(|f| f.get("same_as").is_none())
+        .map(|f| f["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total("unpacked"), stored);
+    let in_tail = files.iter().filter(|f| f["when"] == "tail").count();
+    let o = pyshrink().arg("inspect").arg(&out).output().unwrap();
+    assert_code(&o, 0, "inspect");
+    let text = stdout(&o);
+    let line = text
+        .lines()
+        .find(|l| l.contains("while the app runs (the tail)"))
+        .unwrap_or_else(|| panic!("no tail line in:\n{text}"));
+    assert!(line.ends_with(&format!(" {in_tail} files")), "{line}");
     let share: f64 = files.iter().map(|f| f["share"].as_f64().unwrap()).sum();
     assert!(
         (share - 1.0).abs() < 0.01,
@@ -193,13 +231,7 @@ fn inspect_reports_contents_libraries_and_modules() {
         "{libc}"
     );
     let modules = v["modules"].as_array().unwrap();
-    let imported_by = |name: &str| {
-        modules
-            .iter()
-            .find(|m| m["name"] == name)
-            .unwrap_or_else(|| panic!("{name} not listed"))["imported_by"]
-            .clone()
-    };
+    let imported_by = |name: &str| listed(modules, "name", name)["imported_by"].clone();
     // The app; hashlib's guarded import, which the app makes real by importing hashlib; the idna
     // codec that sockets use, which the analysis adds; the command line.
     assert_eq!(imported_by("json"), serde_json::json!(["__main__"]));

@@ -133,7 +133,64 @@ pub struct Manifest {
     pub extra: Vec<(String, String)>,
 }
 
+/// The payload's frames as byte ranges `(start, end)` of the payload, from the manifest's
+/// `second_frame`, `late_frame` and `tail_frame`. Each frame ends at an entry boundary of the
+/// archive; only the last one present holds its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frames {
+    /// Unpacked by the launcher's main thread, which also hashes the payload.
+    pub first: (u64, u64),
+    /// Unpacked by the launcher's second thread, before the interpreter starts.
+    pub second: Option<(u64, u64)>,
+    /// The late frame's part before the tail (empty when the tail is all of it): unpacked while
+    /// the interpreter starts; the app waits for it.
+    pub late: Option<(u64, u64)>,
+    /// Unpacked while the app runs.
+    pub tail: Option<(u64, u64)>,
+}
+
+impl Frames {
+    /// Where the frames of a payload of `len` bytes are, from the manifest's offsets; an offset
+    /// outside its place is damage.
+    pub fn of(second: u64, late: u64, tail: u64, len: u64) -> Result<Frames, FormatError> {
+        if late >= len && late != 0 {
+            return Err(FormatError::Corrupt(
+                "manifest late_frame lies outside the payload",
+            ));
+        }
+        if tail != 0 && (late == 0 || tail < late || tail >= len) {
+            return Err(FormatError::Corrupt(
+                "manifest tail_frame lies outside the late frame",
+            ));
+        }
+        let early_end = if late == 0 { len } else { late };
+        if second >= early_end && second != 0 {
+            return Err(FormatError::Corrupt(
+                "manifest second_frame lies outside the payload",
+            ));
+        }
+        let first_end = if second == 0 { early_end } else { second };
+        let late_end = if tail == 0 { len } else { tail };
+        Ok(Frames {
+            first: (0, first_end),
+            second: (second != 0).then_some((second, early_end)),
+            late: (late != 0).then_some((late, late_end)),
+            tail: (tail != 0).then_some((tail, len)),
+        })
+    }
+}
+
 impl Manifest {
+    /// [`Frames::of`] this manifest's offsets.
+    pub fn frames(&self, payload_len: u64) -> Result<Frames, FormatError> {
+        Frames::of(
+            self.second_frame,
+            self.late_frame,
+            self.tail_frame,
+            payload_len,
+        )
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::from(HEADER);
         out.push('\n');
@@ -364,6 +421,49 @@ mod tests {
             );
         }
         assert!(Manifest::decode(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn frames_are_the_spans_between_the_offsets_and_stay_in_their_place() {
+        assert_eq!(
+            Frames::of(0, 0, 0, 100),
+            Ok(Frames {
+                first: (0, 100),
+                second: None,
+                late: None,
+                tail: None,
+            })
+        );
+        assert_eq!(
+            Frames::of(40, 70, 90, 100),
+            Ok(Frames {
+                first: (0, 40),
+                second: Some((40, 70)),
+                late: Some((70, 90)),
+                tail: Some((90, 100)),
+            })
+        );
+        // A tail without a late part of its own starts the late frame.
+        assert_eq!(
+            Frames::of(40, 70, 70, 100).map(|f| (f.late, f.tail)),
+            Ok((Some((70, 70)), Some((70, 100))))
+        );
+        for (second, late, tail) in [
+            (0, 100, 0),
+            (70, 70, 0),
+            (80, 70, 0),
+            (0, 0, 50),
+            (0, 70, 60),
+            (0, 70, 100),
+        ] {
+            assert!(
+                matches!(
+                    Frames::of(second, late, tail, 100),
+                    Err(FormatError::Corrupt(_))
+                ),
+                "{second} {late} {tail}"
+            );
+        }
     }
 
     #[test]

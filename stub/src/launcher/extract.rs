@@ -23,7 +23,8 @@ use zstd_sys as zs;
 
 use super::{die_errno, die_format, sys};
 use crate::{
-    content_hasher, exit, ArchiveReader, EntryKind, FormatError, Source, Trailer, TAIL_LIST_FILE,
+    content_hasher, exit, ArchiveReader, EntryKind, FormatError, Frames, Source, Trailer,
+    TAIL_LIST_FILE,
 };
 
 /// The manifest, copied into the extraction: the warm path and the `python3` role read it there.
@@ -318,26 +319,17 @@ pub fn payload_parts<'a>(
 ) -> Parts<'a> {
     let (second, late, tail) = frames;
     let len = t.payload_len;
-    let bad = |what| -> ! { die_format(&FormatError::Corrupt(what), exe) };
-    if late >= len && late != 0 {
-        bad("manifest late_frame lies outside the payload");
-    }
-    if tail != 0 && (late == 0 || tail < late || tail >= len) {
-        bad("manifest tail_frame lies outside the late frame");
-    }
-    let early_end = if late == 0 { len } else { late };
-    if second >= early_end && second != 0 {
-        bad("manifest second_frame lies outside the payload");
-    }
-    let first_end = if second == 0 { early_end } else { second };
-    let section = Section::new(fd, t.payload_offset(), first_end, Some(verifier));
-    let first = section_archive(section, first_end == len);
-    let at = |from: u64, to: u64| (t.payload_offset() + from, to - from);
-    let second = (second != 0).then(|| at(second, early_end));
-    let late_end = if tail == 0 { len } else { tail };
-    let late = (late != 0).then(|| at(late, late_end));
-    let tail = (tail != 0).then(|| at(tail, len));
-    (first, second, late, tail)
+    let frames = Frames::of(second, late, tail, len).unwrap_or_else(|e| die_format(&e, exe));
+    let at = |(from, to): (u64, u64)| (t.payload_offset() + from, to - from);
+    let (offset, first_len) = at(frames.first);
+    let section = Section::new(fd, offset, first_len, Some(verifier));
+    let first = section_archive(section, frames.first.1 == len);
+    (
+        first,
+        frames.second.map(at),
+        frames.late.map(at),
+        frames.tail.map(at),
+    )
 }
 
 /// What [`payload_parts`] returns: the first frame's archive, then the spans of the second frame,
