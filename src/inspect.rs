@@ -30,19 +30,15 @@ pub struct FileInfo {
 pub fn inspect(path: &Path) -> Result<Value> {
     let bytes =
         std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
-    let parsed = payload::parse(&bytes).map_err(|e| {
+    let not_a_bundle = |e: pyshrink_stub::FormatError| {
         anyhow::anyhow!(
             "`{}`: {e}\n\nhint: pass a file written by `pyshrink bundle`",
             path.display()
         )
-    })?;
+    };
+    let parsed = payload::parse(&bytes).map_err(not_a_bundle)?;
     let payload_len = parsed.payload.len() as u64;
-    let frames = parsed.manifest.frames(payload_len).map_err(|e| {
-        anyhow::anyhow!(
-            "`{}`: {e}\n\nhint: pass a file written by `pyshrink bundle`",
-            path.display()
-        )
-    })?;
+    let frames = parsed.manifest.frames(payload_len).map_err(not_a_bundle)?;
     let mut files = Vec::new();
     let mut inventory = Value::Null;
     let mut parts = Vec::new();

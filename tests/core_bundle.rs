@@ -798,10 +798,10 @@ fn literal_regexes_are_compiled_ahead_and_equal_the_interpreters_own() {
 /// On a first run from disk, and on every run from memory, extension modules and the libraries
 /// only they need are unpacked while the app runs. What the app sees is what `python3 app.py`
 /// shows, in both runtimes. A bundled library read by its path as the app's first act (the last
-/// file the launcher unpacks) has all its bytes, in both runtimes. The first run leaves a complete extraction even where the sandbox ends the
-/// launcher's process with the app. Where the last file cannot be written (a full disk), the app
-/// stops with the launcher's I/O status at the read, before it prints anything. Every
-/// interpreter.
+/// file the launcher unpacks) has all its bytes, in both runtimes. The first run leaves a
+/// complete extraction even where the sandbox ends the launcher's process with the app. Where the
+/// last file cannot be written (a full disk), the app stops with the launcher's I/O status at the
+/// read, before it prints anything. Every interpreter.
 #[test]
 fn extension_modules_unpacked_while_the_app_runs_are_whole_when_it_uses_them() {
     let app = repo().join("tests/fixtures/tail/app.py");

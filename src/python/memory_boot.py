@@ -132,13 +132,21 @@ def _pyshrink_memory():
         if pending:
             settle(lambda: pending)
 
+    def bundled(rel):
+        """A bundled file, the tail's that are still coming included."""
+        return rel in files or rel in elf or rel in pending
+
+    def bundled_paths():
+        """The paths of every bundled file, the tail's that are still coming included."""
+        return list(files) + list(elf) + list(pending)
+
     class Dirs:
         """Every directory of the payload, worked out on first use."""
 
         def __contains__(self, rel):
             if not hasattr(self, "all"):
                 self.all = {""}
-                for name in list(files) + list(elf) + list(pending):
+                for name in bundled_paths():
                     parts = name.rstrip("/").split("/")
                     for i in range(1, len(parts)):
                         self.all.add("/".join(parts[:i]))
@@ -161,22 +169,22 @@ def _pyshrink_memory():
 
     def load_libraries(rel):
         needs = libraries().get(rel, ())
-        pending = [lib for lib in needs if lib not in loaded]
-        while pending:
-            failed, error = [], None
-            for lib in pending:
+        todo = [lib for lib in needs if lib not in loaded]
+        while todo:
+            refused, error = [], None
+            for lib in todo:
                 try:
                     _imp.create_dynamic(Spec("_pyshrink_library", elf[lib]))
                 except ImportError as e:
                     # Loaded: a library has no module init function.
                     if "PyInit__pyshrink_library" not in str(e):
-                        failed.append(lib)
+                        refused.append(lib)
                         error = e
                         continue
                 loaded.add(lib)
-            if len(failed) == len(pending):
-                raise ImportError("cannot load %s for %s: %s" % (failed[0], rel, error))
-            pending = failed
+            if len(refused) == len(todo):
+                raise ImportError("cannot load %s for %s: %s" % (refused[0], rel, error))
+            todo = refused
 
     cache = []
 
@@ -321,7 +329,7 @@ def _pyshrink_memory():
             raise NotADirectoryError(20, "Not a directory", path)
         start = rel + "/" if rel else ""
         names = set()
-        for name in list(files) + list(elf) + list(pending):
+        for name in bundled_paths():
             if name.startswith(start) and len(name) > len(start):
                 names.add(name[len(start):].split("/", 1)[0])
         if isinstance(path, bytes):
@@ -338,7 +346,7 @@ def _pyshrink_memory():
             return self._rel in dirs
 
         def is_file(self, follow_symlinks=True):
-            return self._rel in files or self._rel in elf or self._rel in pending
+            return bundled(self._rel)
 
         def is_symlink(self):
             return False
@@ -380,7 +388,7 @@ def _pyshrink_memory():
         # zipimport would take `<zip>/app/app.pyc` as a directory of the zip; a file is no
         # import location (runpy.run_path, as multiprocessing's spawn uses, then runs it).
         rel = member(path)
-        if rel is not None and (rel in files or rel in elf or rel in pending):
+        if rel is not None and bundled(rel):
             return None
         raise ImportError("not a bundled file")
 
@@ -410,7 +418,7 @@ def _pyshrink_memory():
 
         def is_resource(self, name):
             rel = member(posixpath.join(self.path, name))
-            return rel in files or rel in elf or rel in pending
+            return bundled(rel)
 
         def contents(self):
             return iter(listdir(self.path))

@@ -439,6 +439,16 @@ fn memory_var(root: &[u8], late: Option<&Late>, own: &Own) -> Vec<u8> {
     out
 }
 
+/// A `<fd>=<path>` line (see [`push_file`]) for each entry: the listing's form.
+fn listing_lines<'a>(entries: impl IntoIterator<Item = (&'a [u8], c_int)>) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for (path, file) in entries {
+        push_file(&mut lines, file, path);
+        lines.push(b'\n');
+    }
+    lines
+}
+
 /// `<fd>=<path>`, bytes below 0x20 and `%` as `%XX`.
 fn push_file(out: &mut Vec<u8>, file: c_int, path: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -520,12 +530,9 @@ fn unpack_late(
             corrupt("the late frame holds fewer memory files than the manifest says");
         }
         zip.finish();
-        let mut lines = Vec::new();
-        for (path, file) in &own[early..] {
-            push_file(&mut lines, *file, path);
-            lines.push(b'\n');
-        }
-        list(&lines);
+        list(&listing_lines(
+            own[early..].iter().map(|(p, f)| (&p[..], *f)),
+        ));
         if let Some(tail) = tail {
             let _ = sys::write_all(tell.0, b"2");
             let corrupt = "the payload's tail holds other files";
@@ -536,10 +543,7 @@ fn unpack_late(
                 &mut next_file,
                 corrupt,
                 &mut |path, file| {
-                    let mut line = Vec::new();
-                    push_file(&mut line, file, path);
-                    line.push(b'\n');
-                    list(&line);
+                    list(&listing_lines([(path, file)]));
                     let _ = sys::write_all(tell.0, b"+");
                 },
                 &exe,
