@@ -426,7 +426,7 @@ pub fn build(args: &AppArgs, progress: &Progress) -> Result<Built> {
     let mut at_start = preload.clone();
     at_start.push(loader_rel.clone());
     at_start.push(INTERPRETER.into());
-    let archive = payload::archive(stage, &at_start)?;
+    let archive = payload::archive(stage, &at_start, &plan.import_order)?;
     let (compressed, second_frame, late_frame, tail_frame) =
         payload::compress_archive(&archive, args.compression_level)?;
     let (tar, files) = (&archive.tar, archive.files);

@@ -115,7 +115,8 @@ pub fn inspect(path: &Path) -> Result<Value> {
 }
 
 /// When the launcher unpacks a frame on a first run from disk: before the interpreter starts,
-/// while it starts (the app waits for it), while the app runs.
+/// while it starts (the app waits for its data, and for its modules as it imports them), while
+/// the app runs.
 const START: &str = "start";
 const LATE: &str = "late";
 const TAIL: &str = "tail";
@@ -363,7 +364,7 @@ pub fn render(v: &Value, top: usize) -> String {
     );
     for (when, what) in [
         (START, "before the interpreter starts"),
-        (LATE, "while it starts (the app waits)"),
+        (LATE, "while it starts"),
         (TAIL, "while the app runs (the tail)"),
     ] {
         let of_when: Vec<&Value> = frames.iter().filter(|f| f["when"] == when).collect();

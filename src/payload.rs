@@ -48,8 +48,8 @@ const COST_PER_FILE: f64 = 34.0;
 const HASH_COST_PER_MB_COMPRESSED: f64 = 600.0;
 /// How much unpacking (in the units above) the launcher leaves for the late frame: about what
 /// the interpreter takes to start before the app runs (loading libpython, `encodings`, `site`),
-/// which is when the app waits for it. Below the minimum, starting a process costs more than it
-/// hides.
+/// which hides it (the app waits for the frame's data, and for its modules only where it imports
+/// them first). Below the minimum, starting a process costs more than it hides.
 const LATE_BUDGET: f64 = 10_000.0;
 const LATE_MIN: f64 = 2_000.0;
 
@@ -62,8 +62,10 @@ const LATE_MIN: f64 = 2_000.0;
 const TAIL_BUDGET: f64 = 32_000.0;
 
 /// Most files in the tail: the launcher tells the interpreter of each one it unpacked with a byte
-/// down a pipe, which the interpreter may never read, and a pipe holds at least 4 KiB.
-const TAIL_MAX_FILES: usize = 4000;
+/// down a pipe, which the interpreter may never read, and a pipe holds at least 4 KiB. The late
+/// frame's entries come first, one byte each: [`LATE_BUDGET`] keeps them under 600 (at most
+/// 300 files, and their directories).
+const TAIL_MAX_FILES: usize = 3400;
 
 /// Smaller files are stored as they are, even when another file has the same bytes: a copy
 /// within zstd's window costs the payload only a few bytes, and each keeps an inode of its own.
@@ -89,13 +91,32 @@ struct File {
     same_as: Option<usize>,
 }
 
+impl File {
+    /// One of the lists the launcher and its start-up code read, unpacked before anything else.
+    fn list(rel: &str, text: String) -> File {
+        File {
+            rel: rel.into(),
+            data: text.into_bytes(),
+            exec: false,
+            code: None,
+            relocations: None,
+            words: None,
+            cost: COST_PER_FILE,
+            part: Part::First,
+            same_as: None,
+        }
+    }
+}
+
 /// Tars every regular file (and empty directory) under `stage` with fixed mtime, owner and modes
 /// (0755 for executables and ELF files, 0644 otherwise), so the same inputs give the same bytes.
 /// Entries are sorted by path, except that ELF files making up about half of the unpacking work
 /// come after `split`, for the launcher's second thread, then the late part, then the tail.
 /// `at_start`: the ELF files the interpreter loads as it starts (itself, the loader, the
 /// libraries it is linked with), which never come in the tail.
-pub fn archive(stage: &Path, at_start: &[String]) -> Result<Archive> {
+/// `import_order`: the bundled modules in the order the import analysis reached them, which
+/// orders the late part's modules ([`late_order`]).
+pub fn archive(stage: &Path, at_start: &[String], import_order: &[String]) -> Result<Archive> {
     let mut empty_dirs = Vec::new();
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(stage).sort_by_file_name() {
@@ -173,17 +194,7 @@ pub fn archive(stage: &Path, at_start: &[String]) -> Result<Archive> {
             .iter()
             .map(|&i| format!("{}\n", files[i].rel.display()))
             .collect();
-        files.push(File {
-            rel: pyshrink_stub::TAIL_LIST_FILE.into(),
-            data: list.into_bytes(),
-            exec: false,
-            code: None,
-            relocations: None,
-            words: None,
-            cost: COST_PER_FILE,
-            part: Part::First,
-            same_as: None,
-        });
+        files.push(File::list(pyshrink_stub::TAIL_LIST_FILE, list));
     }
     // With a tail, the process that unpacks it is there anyway: any late part saves the launcher
     // that much.
@@ -204,6 +215,11 @@ pub fn archive(stage: &Path, at_start: &[String]) -> Result<Archive> {
         if let Some(first) = files[i].same_as {
             files[i].part = files[first].part;
         }
+    }
+    let late_entries = late_order(&files, import_order);
+    if late_entries.streamed > 0 {
+        let list = late_entries.list(&files);
+        files.push(File::list(pyshrink_stub::LATE_LIST_FILE, list));
     }
     // The interpreter's start lists these directories (`site`, the exec_prefix landmark), so they
     // are made before it starts even when all their files come late (the tail's libraries are
@@ -236,11 +252,17 @@ pub fn archive(stage: &Path, at_start: &[String]) -> Result<Archive> {
             Part::Late => late_at = at,
             Part::Tail => tail_at = at,
         }
-        // The tail in its own order (smallest first), every other part in path order.
-        let order: Vec<&File> = if part == Part::Tail {
-            tail.iter().map(|&i| &files[i]).collect()
-        } else {
-            files.iter().filter(|f| f.part == part).collect()
+        // The tail and the late part in their own orders, the others in path order.
+        let order: Vec<&File> = match part {
+            Part::Tail => tail.iter().map(|&i| &files[i]).collect(),
+            Part::Late => {
+                for dir in &late_entries.dirs {
+                    let mut header = fixed_header(tar::EntryType::Directory, 0, 0o755);
+                    builder.append_data(&mut header, dir, std::io::empty())?;
+                }
+                late_entries.files.iter().map(|&i| &files[i]).collect()
+            }
+            _ => files.iter().filter(|f| f.part == part).collect(),
         };
         for f in order {
             let mode = if f.exec { 0o755 } else { 0o644 };
@@ -427,6 +449,134 @@ fn choose_late(files: &mut [File], min: f64, early_modules: &[String]) -> usize 
     chosen.len()
 }
 
+/// The late part in the order it is archived: the directories its files go in (so that they are
+/// all there from the start), then the files the app may read at any time (data, metadata,
+/// extension modules, hard links and their targets) in path order, then the modules' bytecode,
+/// directory by directory in the order the import analysis reached them. The launcher's start-up
+/// code runs the app once the first two are in ([`LateEntries::list`]); an import of a module of
+/// the third waits only for its directory's modules and the `__init__` of its packages.
+struct LateEntries {
+    dirs: Vec<std::path::PathBuf>,
+    /// Indices into the files, in archive order.
+    files: Vec<usize>,
+    /// How many of `files`, at their end, are bytecode the app does not wait for at its start.
+    streamed: usize,
+}
+
+impl LateEntries {
+    /// [`pyshrink_stub::LATE_LIST_FILE`]: how many entries the app waits for before it starts,
+    /// then every entry's path in archive order, a directory's with a `/` after it.
+    fn list(&self, files: &[File]) -> String {
+        let waited = self.dirs.len() + self.files.len() - self.streamed;
+        let mut list = format!("{waited}\n");
+        for dir in &self.dirs {
+            list.push_str(&format!("{}/\n", dir.display()));
+        }
+        for &i in &self.files {
+            list.push_str(&format!("{}\n", files[i].rel.display()));
+        }
+        list
+    }
+}
+
+fn late_order(files: &[File], import_order: &[String]) -> LateEntries {
+    let rank: std::collections::HashMap<&str, usize> = import_order
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.as_str(), i))
+        .collect();
+    let twinned = twinned(files);
+    let late: Vec<usize> = (0..files.len())
+        .filter(|&i| files[i].part == Part::Late)
+        .collect();
+    let streamed = |i: usize| {
+        files[i].same_as.is_none() && !twinned[i] && module_name(&files[i].rel).is_some()
+    };
+    let mut dirs = std::collections::BTreeSet::new();
+    for &i in &late {
+        let root = late_root(&files[i].rel).expect("late files are under a late root");
+        for dir in files[i].rel.ancestors().skip(1) {
+            if dir == root || !dir.starts_with(&root) {
+                break;
+            }
+            dirs.insert(dir.to_path_buf());
+        }
+    }
+    // Listing a directory waits for its files and for the `__init__` of each package in it (the
+    // import system tells a package from a namespace package by that file), so a package's
+    // `__init__` comes with its parent directory's modules. Those groups come in the order the
+    // analysis first reached one of their modules; the directories on `sys.path` first (the
+    // app's, a site directory), as the first import from one lists it.
+    let group = |rel: &Path| -> std::path::PathBuf {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let root = late_root(rel);
+        match parent.parent() {
+            Some(up)
+                if rel.file_stem() == Some("__init__".as_ref())
+                    && root.as_deref() != Some(parent) =>
+            {
+                up.to_path_buf()
+            }
+            _ => parent.to_path_buf(),
+        }
+    };
+    let mut group_rank: std::collections::HashMap<std::path::PathBuf, usize> = Default::default();
+    for &i in late.iter().filter(|&&i| streamed(i)) {
+        let rel = &files[i].rel;
+        let g = group(rel);
+        let r = if late_root(rel).as_deref() == Some(g.as_path()) {
+            0
+        } else {
+            module_name(rel)
+                .and_then(|name| rank.get(name.as_str()))
+                .map_or(usize::MAX, |r| r + 1)
+        };
+        let entry = group_rank.entry(g).or_insert(r);
+        *entry = (*entry).min(r);
+    }
+    let (mut modules, mut first): (Vec<usize>, Vec<usize>) =
+        late.into_iter().partition(|&i| streamed(i));
+    modules.sort_by_cached_key(|&i| {
+        let g = group(&files[i].rel);
+        (group_rank[&g], g, files[i].rel.clone())
+    });
+    let streamed = modules.len();
+    first.extend(modules);
+    LateEntries {
+        dirs: dirs.into_iter().collect(),
+        files: first,
+        streamed,
+    }
+}
+
+/// Which files other files are hard links to.
+fn twinned(files: &[File]) -> Vec<bool> {
+    let mut twinned = vec![false; files.len()];
+    for f in files {
+        if let Some(first) = f.same_as {
+            twinned[first] = true;
+        }
+    }
+    twinned
+}
+
+/// The module a bytecode file under the app's directory or a site directory holds, by its path:
+/// `pkg.mod` for `pkg/mod.pyc`, `pkg` for `pkg/__init__.pyc`.
+fn module_name(rel: &Path) -> Option<String> {
+    let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+    let inside = match parts.as_slice() {
+        ["app", rest @ ..] | ["lib", _, "site-packages" | "dist-packages", rest @ ..] => rest,
+        _ => return None,
+    };
+    let (last, packages) = inside.split_last()?;
+    let stem = last.strip_suffix(".pyc")?;
+    let mut name: Vec<&str> = packages.to_vec();
+    if stem != "__init__" {
+        name.push(stem);
+    }
+    Some(name.join("."))
+}
+
 /// The top-level module a file under a site directory belongs to (`pkg` for `pkg/mod.pyc`,
 /// `mod` for `mod.pyc`).
 fn top_level_module(rel: &Path) -> Option<&str> {
@@ -447,12 +597,7 @@ fn top_level_module(rel: &Path) -> Option<&str> {
 /// Smallest first, up to [`TAIL_BUDGET`]: the modules imported early are mostly small, and the big
 /// libraries have the longest to come. None when the tail would be too little to be worth a pipe.
 fn choose_tail(files: &mut [File], at_start: &[String]) -> Vec<usize> {
-    let mut twinned = vec![false; files.len()];
-    for f in files.iter() {
-        if let Some(first) = f.same_as {
-            twinned[first] = true;
-        }
-    }
+    let twinned = twinned(files);
     let shared_object = |f: &File| {
         let name = f.rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
         f.data.starts_with(b"\x7fELF") && (name.ends_with(".so") || name.contains(".so."))
@@ -878,7 +1023,7 @@ mod tests {
         let stage = tempfile::tempdir().unwrap();
         fs::write(stage.path().join("prog"), &exe).unwrap();
         fs::write(stage.path().join("notes.txt"), b"not an ELF file").unwrap();
-        let a = archive(stage.path(), &[]).unwrap();
+        let a = archive(stage.path(), &[], &[]).unwrap();
         let tar = a.tar.as_slice();
         for key in [PAX_X86, PAX_RELA, PAX_RELA_DATA] {
             let record = format!(" {key}=");
@@ -954,7 +1099,7 @@ mod tests {
         put("lib/libone.so", &elf, 0o755);
         put("lib/libtwo.so", &elf, 0o755);
         put("lib/libother.so", &data(2_500_000, true, 5), 0o755);
-        let a = archive(stage.path(), &[]).unwrap();
+        let a = archive(stage.path(), &[], &[]).unwrap();
         let [first, second, late] = parts(&a);
         let all: Vec<_> = first.iter().chain(&second).chain(&late).collect();
         let link = |path: &str| {
@@ -1190,7 +1335,7 @@ mod tests {
     }
 
     #[test]
-    fn late_files_come_last_in_a_frame_of_their_own_with_their_directory_made_first() {
+    fn late_files_come_last_in_a_frame_of_their_own_after_their_directory() {
         let stage = tempfile::tempdir().unwrap();
         let sp = stage.path().join("lib/python3.11/site-packages/pkg");
         fs::create_dir_all(&sp).unwrap();
@@ -1199,17 +1344,20 @@ mod tests {
         for i in 0..12 {
             fs::write(sp.join(format!("m{i}.pyc")), data(150_000, false, i + 2)).unwrap();
         }
-        let a = archive(stage.path(), &[]).unwrap();
+        let a = archive(stage.path(), &[], &[]).unwrap();
         assert!(a.late < a.tar.len(), "no late part");
         let early = entries(&a.tar[..a.late], false);
         let late = entries(&a.tar[a.late..], true);
         assert!(early.contains(&("lib/python3.11/site-packages".into(), true)));
         assert!(early.iter().any(|(p, _)| p == "bin/python.real"));
-        assert!(!late.is_empty());
-        assert!(late
+        assert!(early
+            .iter()
+            .any(|(p, _)| p == pyshrink_stub::LATE_LIST_FILE));
+        assert_eq!(late[0], ("lib/python3.11/site-packages/pkg".into(), true));
+        assert!(late[1..]
             .iter()
             .all(|(p, dir)| !dir && p.starts_with("lib/python3.11/site-packages/pkg/")));
-        assert_eq!(early.len() + late.len(), 1 + 1 + 12);
+        assert_eq!(early.len() + late.len(), 1 + 1 + 1 + 1 + 12);
 
         let (bytes, second, late_frame, tail_frame) = compress_archive(&a, 3).unwrap();
         assert_eq!(tail_frame, 0, "no tail");
@@ -1220,6 +1368,89 @@ mod tests {
             "the late frame is the late part alone"
         );
         assert!(zstd::stream::decode_all(bytes.as_slice()).unwrap() == a.tar);
+    }
+
+    #[test]
+    fn late_modules_come_after_the_rest_directory_by_directory_in_import_order() {
+        let stage = tempfile::tempdir().unwrap();
+        let site = "lib/python3.11/site-packages";
+        let put = |rel: &str, seed: u32| {
+            let path = stage.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, data(100_000, false, seed)).unwrap();
+        };
+        fs::create_dir_all(stage.path().join("bin")).unwrap();
+        fs::write(stage.path().join("bin/python.real"), data(3 << 20, true, 1)).unwrap();
+        put("app/app.pyc", 2);
+        put(&format!("{site}/pkg_a/__init__.pyc"), 3);
+        put(&format!("{site}/pkg_a/x.pyc"), 4);
+        put(&format!("{site}/pkg_b/__init__.pyc"), 5);
+        put(&format!("{site}/pkg_b/data.json"), 6);
+        put(&format!("{site}/pkg_b/sub/__init__.pyc"), 7);
+        put(&format!("{site}/pkg_a-1.0.dist-info/METADATA"), 8);
+        put(&format!("{site}/top.pyc"), 9);
+        let order = ["pkg_b", "pkg_b.sub", "top", "pkg_a", "pkg_a.x"].map(String::from);
+        let a = archive(stage.path(), &[], &order).unwrap();
+        let late: Vec<String> = entries(&a.tar[a.late..], true)
+            .into_iter()
+            .map(|(p, dir)| if dir { format!("{p}/") } else { p })
+            .collect();
+        let want = [
+            // Every directory, then what the app may read as data, in path order...
+            "pkg_a",
+            "pkg_a-1.0.dist-info",
+            "pkg_b",
+            "pkg_b/sub",
+            "pkg_a-1.0.dist-info/METADATA",
+            "pkg_b/data.json",
+            // ...then the modules: those directly on sys.path and the packages there, then by
+            // directory in import order, with a package's `__init__` in its parent's.
+            "app/app.pyc",
+            "pkg_a/__init__.pyc",
+            "pkg_b/__init__.pyc",
+            "top.pyc",
+            "pkg_b/sub/__init__.pyc",
+            "pkg_a/x.pyc",
+        ];
+        let want: Vec<String> = want
+            .iter()
+            .map(|p| match p.strip_prefix("app/") {
+                Some(_) => p.to_string(),
+                None if p.contains('.') && !p.ends_with("dist-info") => format!("{site}/{p}"),
+                None => format!("{site}/{p}/"),
+            })
+            .collect();
+        assert_eq!(late, want);
+
+        // The launcher's start-up code reads the same order, and waits for the first six.
+        let listed = read_member(&a.tar, true, pyshrink_stub::LATE_LIST_FILE);
+        let mut lines = listed.lines();
+        assert_eq!(lines.next(), Some("6"));
+        assert_eq!(lines.collect::<Vec<_>>(), want);
+    }
+
+    /// The bytes of the member `path` of an archive (`last`: the archive's last part), as text.
+    fn read_member(tar: &[u8], last: bool, path: &str) -> String {
+        let mut reader = if last {
+            pyshrink_stub::ArchiveReader::new(tar)
+        } else {
+            pyshrink_stub::ArchiveReader::part(tar)
+        };
+        while let Some(e) = reader.next_entry().unwrap() {
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = reader.read_data(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            if e.path == path {
+                return String::from_utf8(out).unwrap();
+            }
+        }
+        panic!("no {path} in the archive")
     }
 
     #[test]
@@ -1262,7 +1493,7 @@ mod tests {
             "lib/libpython3.11.so.1.0".to_string(),
             "bin/python.real".into(),
         ];
-        let a = archive(stage.path(), &at_start).unwrap();
+        let a = archive(stage.path(), &at_start, &[]).unwrap();
         assert!(a.tail < a.tar.len(), "no tail");
         let want = [
             format!("{dynload}/_json.cpython-311-x86_64-linux-gnu.so"),
@@ -1278,23 +1509,8 @@ mod tests {
         // lib-dynload is CPython's exec_prefix landmark: there before the interpreter starts.
         assert!(entries(&a.tar[..a.late], false).contains(&(dynload.into(), true)));
         // The list, for the launcher and the start-up code, comes before the interpreter starts.
-        let mut reader = pyshrink_stub::ArchiveReader::part(&a.tar[..a.late]);
-        let mut list = None;
-        while let Some(e) = reader.next_entry().unwrap() {
-            let mut bytes = Vec::new();
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = reader.read_data(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                bytes.extend_from_slice(&buf[..n]);
-            }
-            if e.path == pyshrink_stub::TAIL_LIST_FILE {
-                list = Some(String::from_utf8(bytes).unwrap());
-            }
-        }
-        assert_eq!(list.expect("the tail's list"), want.join("\n") + "\n");
+        let list = read_member(&a.tar[..a.late], false, pyshrink_stub::TAIL_LIST_FILE);
+        assert_eq!(list, want.join("\n") + "\n");
         // The memory runtime's late memory files: the tail's, and the ELF files of the late part
         // (the tool and the app's plugin, run or read by their path).
         assert_eq!(a.late_memory_files, want.len() + 2);
@@ -1318,7 +1534,7 @@ mod tests {
               == 'local'; enabled and __import__('_distutils_hack').add_shim(); \n"
                 .to_vec(),
         );
-        let a = archive(stage.path(), &at_start).unwrap();
+        let a = archive(stage.path(), &at_start, &[]).unwrap();
         assert!(a.tail < a.tar.len(), "no tail beside setuptools' hook");
         // What that hook imports is there before `site` runs it.
         let early = entries(&a.tar[..a.late], false);
@@ -1326,7 +1542,7 @@ mod tests {
         assert!(early.iter().any(|(p, _)| *p == hook), "{early:?}");
         // A `.pth` line that imports runs as the interpreter starts, before anything waits.
         put(&format!("{site}/hook.pth"), b"import pkg\n".to_vec());
-        let a = archive(stage.path(), &at_start).unwrap();
+        let a = archive(stage.path(), &at_start, &[]).unwrap();
         assert_eq!(a.tail, a.tar.len(), "a tail despite an importing .pth file");
     }
 

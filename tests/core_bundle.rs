@@ -917,3 +917,98 @@ fn an_app_without_the_start_up_helper_waits_for_the_whole_tail() {
     assert!(ext.join(pyshrink_stub::TAIL_LIST_FILE).is_file(), "no tail");
     assert!(ext.join("pyshrink.manifest").is_file(), "incomplete");
 }
+
+/// The start-up helper's `follow`, with a process standing in for the launcher that unpacks a late
+/// frame slowly (`tests/fixtures/late/follow.py`): it returns once the entries the app waits for
+/// are in, and from then on listing a directory, importing from it (a package whose `__init__`
+/// comes last too) and opening a file wait for what they look for, while the rest is still being
+/// written. Every interpreter.
+#[test]
+fn the_app_waits_for_a_late_module_only_where_it_looks_for_it() {
+    let dir = tempdir();
+    let helper = dir.path().join("helper.py");
+    std::fs::write(&helper, pyshrink::python::zipimport_fast()).unwrap();
+    for (name, python) in interpreters() {
+        eprintln!("follow with {name}");
+        let root = dir.path().join(format!("root-{name}"));
+        std::fs::create_dir(&root).unwrap();
+        let o = Command::new(python)
+            .arg("-B")
+            .arg(repo().join("tests/fixtures/late/follow.py"))
+            .args([&helper, &root])
+            .output()
+            .unwrap();
+        assert_code(&o, 0, name);
+        assert_eq!(
+            stdout(&o),
+            "started: True with the data file: True\n\
+             first/ lists 25 modules\n\
+             imported 25\n\
+             the last entry still to come: True\n\
+             first.sub is __init__\n\
+             second/m24.py has 2001 lines\n",
+            "{name}"
+        );
+    }
+}
+
+/// On a first run from disk the app starts before the bytecode of the late frame is in: it comes
+/// directory by directory, in the order the bundler's analysis reached the modules. A package of
+/// 80 modules that lists its own directory as it is imported (`pkgutil`, `os.listdir`) finds all
+/// of them and imports each, as `python3 app.py` does, in both runtimes.
+/// Every interpreter.
+#[test]
+fn modules_still_coming_when_the_app_starts_are_all_there_when_it_looks() {
+    let dir = tempdir();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let names: Vec<String> = (0..80).map(|i| format!("p{i:02}")).collect();
+    std::fs::write(
+        plugins.join("__init__.py"),
+        format!(
+            "import os, pkgutil\n\
+             NAMES = sorted(m.name for m in pkgutil.iter_modules(__path__))\n\
+             HERE = os.path.dirname(__file__)\n\
+             FILES = sorted({{n.split('.')[0] for n in os.listdir(HERE)}} - {{'__init__'}})\n\
+             from . import {}\n\
+             TOTAL = sum(globals()[n].VALUE for n in NAMES)\n",
+            names.join(", ")
+        ),
+    )
+    .unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let words: Vec<String> = (0..200).map(|w| format!("w{}", w * (i + 7))).collect();
+        std::fs::write(
+            plugins.join(format!("{name}.py")),
+            format!(
+                "VALUE = {i}\nWORDS = {:?}\n\ndef f(x):\n    return x + VALUE\n",
+                words
+            ),
+        )
+        .unwrap();
+    }
+    let app = dir.path().join("app.py");
+    std::fs::write(
+        &app,
+        "import plugins\n\
+         print(len(plugins.NAMES), len(plugins.FILES), plugins.TOTAL)\n",
+    )
+    .unwrap();
+    for (name, python) in interpreters() {
+        eprintln!("late modules with {name}");
+        let expected = python_prints(python, &app, name);
+        assert_eq!(expected, "80 80 3160\n", "{name}");
+        let root = Root::new(&bundle(&[app.to_str().unwrap()], python));
+        root.assert_prints_in_both_runtimes(&expected, name);
+        let ext = root
+            .path()
+            .join("tmp/pyshrink-0")
+            .join(&root.extractions()[0]);
+        let list = std::fs::read_to_string(ext.join(pyshrink_stub::LATE_LIST_FILE))
+            .unwrap_or_else(|e| panic!("{name}: no late list: {e}"));
+        let mut lines = list.lines();
+        let waited: usize = lines.next().unwrap().parse().unwrap();
+        let streamed: Vec<&str> = lines.skip(waited).collect();
+        assert!(streamed.contains(&"app/plugins/p79.pyc"), "{name}: {list}");
+    }
+}

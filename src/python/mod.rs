@@ -16,6 +16,15 @@ const MEMORY_BOOT: &str = include_str!("memory_boot.py");
 /// The stdlib zip's faster importer, compiled into that zip in every bundle.
 const ZIPIMPORT_FAST: &str = include_str!("zipimport_fast.py");
 
+/// [`ZIPIMPORT_FAST`] with the names of the late part's and the tail's lists, and of the list of
+/// the libraries each extension module needs.
+pub fn zipimport_fast() -> String {
+    ZIPIMPORT_FAST
+        .replace("@LATE_LIST_FILE@", pyshrink_stub::LATE_LIST_FILE)
+        .replace("@TAIL_LIST_FILE@", pyshrink_stub::TAIL_LIST_FILE)
+        .replace("@MEMORY_LIBS_FILE@", pyshrink_stub::MEMORY_LIBS_FILE)
+}
+
 /// [`MEMORY_BOOT`] with the launcher's words and exit status for a late frame that failed, and
 /// the name of the tail's list.
 fn memory_boot() -> String {
@@ -105,6 +114,9 @@ pub struct Plan {
     #[serde(default)]
     pub host_data: Vec<HostData>,
     pub modules: Vec<ModuleUse>,
+    /// The bundled modules' names in the order the analysis reached them.
+    #[serde(default)]
+    pub import_order: Vec<String>,
     /// Imports seen in code but installed nowhere (optional imports are normal).
     pub missing: Vec<String>,
     /// Staged ELF files (extension modules, vendored libraries), relative to the stage.
@@ -299,7 +311,7 @@ pub fn build_plan(python: &Path, req: &BuildRequest) -> Result<Plan> {
                 "dest": format!("{}/sitecustomize.pyc", pyshrink_stub::MEMORY_BOOT_DIR),
             },
             {
-                "source": ZIPIMPORT_FAST,
+                "source": zipimport_fast(),
                 "dest": format!("{{stdlib}}/{}.pyc", pyshrink_stub::ZIPIMPORT_MODULE),
                 // With the patterns compiled ahead (`REGEX_TABLE`) and the modules to run at
                 // first use (`DEFERRED`) appended.

@@ -1322,6 +1322,11 @@ def plan(req):
             report["modules"].append({"name": name, "origin": "stdlib",
                                       "imported_by": finder.importers(name)})
 
+    # The order the analysis reached them, close to the order the app imports them in: the
+    # payload brings the app's modules in that order.
+    reported = {m["name"] for m in report["modules"]}
+    report["import_order"] = [name for name in finder.modules if name in reported]
+
     # A distribution comes whole: its data files (read through __file__ or importlib.resources),
     # the modules it loads by name, and its .dist-info (importlib.metadata, entry points). Except
     # what nothing can reach: its test suite, and native libraries that no import reaches and no

@@ -53,14 +53,13 @@
 # own tuples frozen: they join the oldest generation at the first import, as `gc.unfreeze()`
 # would have them. Free-threaded builds have no generations and are left as they are.
 #
-# On a first run from disk, the launcher unpacks the payload's tail while the app runs: extension
-# modules and the libraries only they need (OpenSSL, libffi...), in the order of the tail's list,
-# into empty files made before the app started. `follow_tail` makes the app wait where it would
-# read one of them: the import of an extension module waits for its file and its libraries; one
-# of `_ctypes` or `_cffi_backend`, which load libraries by name, and an `open()` of one of those
-# paths wait for the whole tail. Once all of it is in, the import system is as it was. An app
-# that ends sooner waits for the rest at its exit, so that its first run leaves a complete
-# extraction even where the launcher's process ends with it.
+# On a first run from disk, the launcher unpacks the late frame while the interpreter starts, and
+# the payload's tail while the app runs: extension modules and the libraries only they need
+# (OpenSSL, libffi...), in the order of the tail's list, into empty files made before the app
+# started. The app starts before the late frame's bytecode is in: directory by directory, in the
+# order the bundler's analysis reached the modules. `follow` makes the app wait where it would
+# read what is still coming. An app that ends sooner waits for the rest at its exit, so that its
+# first run leaves a complete extraction even where the launcher's process ends with it.
 
 import _thread
 import gc
@@ -367,75 +366,139 @@ def install(archive=None):
     _skip_in_distribution_search({archive, default})
 
 
-def follow_tail(news, root, status):
-    """Makes the app wait for the files of the tail (the launcher's `pyshrink-tail.txt` under
-    `root`) that it uses while the launcher unpacks them. `news` is the launcher's pipe: a `+` for
-    each file of the tail as it is complete, in the list's order, or its end when the launcher is
-    gone. At that end the extraction is complete if its manifest copy is there (a forked child
-    may miss bytes its parent read); if not, the app ends with `status`, the launcher's I/O
-    status, where it would have read a file that is not there."""
+def follow(news, root, status):
+    """Follows the launcher's unpacking of the late frame and the tail (their lists under `root`)
+    through its pipe `news`: a `-` as each entry of the late frame is in, in the late list's order,
+    then, with a tail, `2` and a `+` as each file of the tail is complete, in the tail list's order,
+    then `1` once the extraction is complete, or the pipe's end when the launcher is gone.
+
+    Returns once the late frame's entries that the app waits for are in (all of them, without a
+    late list): True, or False when the launcher is gone before. From then on the app waits only
+    where it would read what is still coming:
+    - listing a directory (`os.listdir`, `os.scandir`: the path finders do, before an import from
+      it) waits for the late frame's entries in it and the `__init__` of its packages; opening a
+      file of the late frame, for that file;
+    - the import of an extension module of the tail waits for its file and its libraries; one of
+      `_ctypes` or `_cffi_backend`, which load libraries by name, and an `open()` of a tail file,
+      for the whole tail.
+    At the pipe's end the extraction is complete if its manifest copy is there (a forked child may
+    miss bytes its parent read); if not, the app ends with `status`, the launcher's I/O status,
+    where it would have read a file that is not there. Once all of it is in, the import system is
+    as it was."""
     import atexit
     from _frozen_importlib_external import ExtensionFileLoader
 
-    with open(root + "/pyshrink-tail.txt", "rb") as f:
-        listed = f.read().decode().split("\n")[:-1]
-    index = {root + "/" + path: n for n, path in enumerate(listed, 1)}
+    def listed(name):
+        try:
+            with open(root + "/" + name, "rb") as f:
+                return f.read().decode().split("\n")[:-1]
+        except FileNotFoundError:
+            return None
+
+    late = listed("@LATE_LIST_FILE@") or []
+    first = int(late[0]) if late else None
+    # Each late file's position in the frame, and the last one a listing of a directory waits
+    # for: its own entries, and the `__init__` of each package in it, which the import system
+    # looks for (by `os.stat`) to tell a package from a namespace package.
+    late_file, late_dir = {}, {}
+    for n, path in enumerate(late[1:], 1):
+        path = root + "/" + path
+        if path.endswith("/"):
+            path = path[:-1]
+        else:
+            late_file[path] = n
+        parent, _, name = path.rpartition("/")
+        late_dir[parent] = n
+        if name.startswith("__init__."):
+            late_dir[parent.rpartition("/")[0]] = n
+    tail = listed("@TAIL_LIST_FILE@")
+    tail_file = {root + "/" + path: n for n, path in enumerate(tail or [], 1)}
     # The libraries each extension module needs besides the interpreter's own.
     needs = {}
-    with open(root + "/pyshrink-libs.txt", "rb") as f:
-        for line in f.read().decode().split("\n")[:-1]:
-            path, _, libraries = line.partition("\t")
-            needs[root + "/" + path] = [root + "/" + lib for lib in libraries.split()]
+    if tail:
+        with open(root + "/@MEMORY_LIBS_FILE@", "rb") as f:
+            for line in f.read().decode().split("\n")[:-1]:
+                path, _, libraries = line.partition("\t")
+                needs[root + "/" + path] = [root + "/" + lib for lib in libraries.split()]
     # Reentrant: a signal handler may import while this thread waits.
     lock = _thread.RLock()
     create_module = ExtensionFileLoader.create_module
-    have = 0
-    done = False
+    state = {"late": 0, "late done": False, "tail": 0, "done": False, "running": False}
 
     def finish():
-        nonlocal done
-        done = True
+        state["late done"] = state["done"] = True
         os.close(news)
         ExtensionFileLoader.create_module = create_module
 
-    def wait(n):
-        """Until the first `n` files of the tail are in (all of it, and the extraction complete,
-        for None)."""
-        nonlocal have
-        if done or n is not None and n <= have:
-            return
+    def wait(key, n):
+        """Until `n` entries of the late frame (`key` "late") or the tail ("tail") are in (the
+        whole of it for None)."""
+        done = "late done" if key == "late" else "done"
+        if state[done] or n is not None and n <= state[key]:
+            return True
         with lock:
-            while not done and (n is None or have < n):
+            while not state[done] and (n is None or state[key] < n):
                 got = os.read(news, 4096)
-                have += got.count(b"+")
+                state["late"] += got.count(b"-")
+                state["tail"] += got.count(b"+")
+                if b"2" in got:
+                    state["late done"] = True
                 if b"1" in got or not got and os.path.exists(root + "/pyshrink.manifest"):
                     finish()
                 elif not got:
+                    if not state["running"]:
+                        os.close(news)
+                        return False
                     sys.stderr.write(
                         "pyshrink: error: the bundle was not completely unpacked; the app stopped"
                         " where it needed more of it\n\nhint: run it again\n")
                     sys.stderr.flush()
                     os._exit(status)
+        return True
 
     def create(self, spec):
-        if not done:
+        if not state["done"]:
             if spec.name in ("_ctypes", "_cffi_backend"):
-                wait(len(index))
+                wait("tail", None)
             else:
-                wait(max([index.get(p, 0) for p in [self.path] + needs.get(self.path, [])]))
+                paths = [self.path] + needs.get(self.path, [])
+                wait("tail", max([tail_file.get(p, 0) for p in paths]))
         return create_module(self, spec)
 
     def audit(event, args):
-        if not done and event == "open" and type(args[0]) is str and args[0] in index:
-            wait(len(index))
+        if state["done"] or event not in ("open", "os.listdir", "os.scandir") or not args:
+            return
+        path = args[0]
+        if type(path) is not str:
+            if not hasattr(path, "__fspath__"):
+                return
+            path = os.fspath(path)
+            if type(path) is not str:
+                return
+        if event == "open":
+            n = late_file.get(path)
+            if n is not None:
+                wait("late", n)
+            elif path in tail_file:
+                wait("tail", None)
+        else:
+            n = late_dir.get(path.rstrip("/"))
+            if n is not None:
+                wait("late", n)
 
-    create.__wrapped__ = create_module
-    ExtensionFileLoader.create_module = create
-    sys.addaudithook(audit)
-    # An app that is done sooner leaves a complete extraction all the same: where its end ends the
-    # launcher's process too (PID 1 of a container, a sandbox's PID namespace), the next start
-    # would have to unpack everything again.
-    atexit.register(wait, None)
+    if not wait("late", first):
+        return False
+    state["running"] = True
+    if tail:
+        create.__wrapped__ = create_module
+        ExtensionFileLoader.create_module = create
+    if not state["done"]:
+        sys.addaudithook(audit)
+        # An app that is done sooner leaves a complete extraction all the same: where its end ends
+        # the launcher's process too (PID 1 of a container, a sandbox's PID namespace), the next
+        # start would have to unpack everything again.
+        atexit.register(wait, "tail", None)
+    return True
 
 
 def _skip_in_distribution_search(names):

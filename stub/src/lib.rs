@@ -34,8 +34,8 @@ mod launcher;
 
 pub use archive::{check_path, ArchiveEntry, ArchiveReader, EntryKind, Source};
 pub use manifest::{
-    memory_file_of_its_own, Entry, Frames, Manifest, Runtime, MEMORY_BOOT_DIR, MEMORY_LIBS_FILE,
-    TAIL_LIST_FILE, ZIPIMPORT_MODULE,
+    memory_file_of_its_own, Entry, Frames, Manifest, Runtime, LATE_LIST_FILE, MEMORY_BOOT_DIR,
+    MEMORY_LIBS_FILE, TAIL_LIST_FILE, ZIPIMPORT_MODULE,
 };
 pub use trailer::{content_hasher, Trailer, MAGIC, MAX_MANIFEST_LEN, TRAILER_LEN, VERSION};
 

@@ -75,6 +75,12 @@ pub const MEMORY_LIBS_FILE: &str = "pyshrink-libs.txt";
 /// frame's files, one per line, in the order they are unpacked.
 pub const TAIL_LIST_FILE: &str = "pyshrink-tail.txt";
 
+/// In the payload, when the late frame holds modules that the app need not wait for: how many of
+/// that frame's entries the app waits for before it starts, then the path of each entry (a
+/// directory's with a `/` after it), one per line, in the order they are unpacked. The launcher
+/// sends a `-` as each is in (see the launcher's `extract`).
+pub const LATE_LIST_FILE: &str = "pyshrink-late.txt";
+
 /// In the payload: the directory holding the memory runtime's `sitecustomize`, which the launcher
 /// puts on `PYTHONPATH` in that runtime only.
 pub const MEMORY_BOOT_DIR: &str = "pyshrink-boot";

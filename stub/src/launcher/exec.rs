@@ -28,18 +28,20 @@ pub enum Role<'a> {
 /// that says when the late frame is unpacked (empty: it is), app args.
 /// First it imports from the stdlib zip faster (`ZIPIMPORT_MODULE`). Then it waits for the late
 /// frame: until then the directories the files go to may have been listed without them, so the
-/// path finders forget what they listed.
-/// A `2` instead of `1` says a tail follows, which the app waits for file by file (`follow_tail`),
-/// or as a whole where the helper cannot be imported (its stdlib modules left out of a small app).
+/// path finders forget what they listed. The launcher sends a `-` for each of its entries, then
+/// `1`, or `2` when a tail follows. The helper's `follow` waits only for the entries the app needs
+/// before it starts (the late list's), and from then on makes the app wait where it would read
+/// what is still coming, the tail's files included; where it cannot be imported (its stdlib
+/// modules left out of a small app), everything is waited for.
 const BOOT: &str = concat!(
     "def _pyshrink_main():
     import sys
     try:
         from ",
     crate::zipimport_module!(),
-    " import install
+    " import install, follow
     except ImportError:
-        pass
+        follow = None
     else:
         install()
     a = sys.argv
@@ -48,25 +50,19 @@ const BOOT: &str = concat!(
     if late:
         import os
         news = int(late)
-        done = os.read(news, 1)
-        if done == b'2':
-            try:
-                from ",
-    crate::zipimport_module!(),
-    " import follow_tail
-            except ImportError:
-                while os.read(news, 4096):
-                    pass
-                os.close(news)
-                if not os.path.exists(sys.base_prefix + '/pyshrink.manifest'):
-                    done = b''
-            else:
-                follow_tail(news, sys.base_prefix, ",
+        if follow is not None:
+            ok = follow(news, sys.base_prefix, ",
     crate::io_status!(),
     ")
         else:
+            done = b'-'
+            while done == b'-':
+                done = os.read(news, 1)
+            while done == b'2' and os.read(news, 4096):
+                pass
             os.close(news)
-        if done not in (b'1', b'2'):
+            ok = done == b'1' or done == b'2' and os.path.exists(sys.base_prefix + '/pyshrink.manifest')
+        if not ok:
             sys.stderr.write('''pyshrink: error: ",
     crate::late_frame_failed!(),
     "

@@ -439,10 +439,11 @@ pub struct Bundle<'a> {
 /// The interpreter starts meanwhile; the returned pipe gives it one byte `1` when that process is
 /// done, or end-of-file if it failed. `None`: everything is unpacked.
 ///
-/// With a tail, that process first makes an empty file for each of the tail's files (so that
-/// directory listings made from then on show them), and the pipe gives `2` once the late frame
-/// is in, then `+` as each file of the tail is complete, in the order of [`TAIL_LIST_FILE`], then
-/// `1` once the manifest copy is in place.
+/// The pipe gives a `-` as each entry of the late frame is in (the order of
+/// [`crate::LATE_LIST_FILE`]). With a tail, that process first makes an empty file for each of the
+/// tail's files (so that directory listings made from then on show them), and the pipe gives `2`
+/// once the late frame is in, then `+` as each file of the tail is complete, in the order of
+/// [`TAIL_LIST_FILE`], then `1` once the manifest copy is in place.
 pub fn extract(
     b: &Bundle,
     root: &[u8],
@@ -497,11 +498,18 @@ pub fn extract(
         let (raw_work, work_path, exe) = (work_fd.0, work_path.clone(), Vec::from(exe));
         on_second_frame(fd, span, late.is_none(), move |archive| {
             let work = sys::Fd::borrowed(raw_work);
-            unpack(archive, &work, &mut BTreeSet::new(), &work_path, &exe, None);
+            unpack(
+                archive,
+                &work,
+                &mut BTreeSet::new(),
+                &work_path,
+                &exe,
+                News::None,
+            );
         })
     });
     let mut made: BTreeSet<Vec<u8>> = BTreeSet::new();
-    unpack(&mut first, &work_fd, &mut made, &work_path, exe, None);
+    unpack(&mut first, &work_fd, &mut made, &work_path, exe, News::None);
     drop(first);
     // While the second thread may still be unpacking.
     verifier.finish(fd, exe);
@@ -529,14 +537,16 @@ pub fn extract(
         if tail.is_some() {
             make_placeholders(&work_fd, &dir, &mut made, exe);
         }
+        let mut frame = |span, last, news| {
+            let mut archive = frame_archive(fd, span, last);
+            unpack(&mut archive, &work_fd, &mut made, &dir, exe, news);
+        };
         if late.1 > 0 {
-            let mut archive = frame_archive(fd, late, tail.is_none());
-            unpack(&mut archive, &work_fd, &mut made, &dir, exe, None);
+            frame(late, tail.is_none(), News::Late(tell));
         }
         if let Some(tail) = tail {
             let _ = sys::write_all(tell.0, b"2");
-            let mut archive = frame_archive(fd, tail, true);
-            unpack(&mut archive, &work_fd, &mut made, &dir, exe, Some(tell));
+            frame(tail, true, News::Tail(tell));
         }
         put_manifest(fd, t, &work_fd, &dir, exe);
     };
@@ -634,15 +644,25 @@ pub fn in_background(job: impl FnOnce(&sys::Fd)) -> Option<sys::Fd> {
     }
 }
 
-/// Writes every entry of `archive` under the work directory. `tail`: the entries are the tail's,
-/// whose empty files are there already, and a `+` goes to this pipe as each one is complete.
+/// What [`unpack`] tells the interpreter as each entry is in.
+#[derive(Clone, Copy)]
+enum News<'a> {
+    None,
+    /// A `-` down this pipe for each entry of the late frame.
+    Late(&'a sys::Fd),
+    /// The entries are the tail's, whose empty files are there already: a `+` down this pipe as
+    /// each one is complete.
+    Tail(&'a sys::Fd),
+}
+
+/// Writes every entry of `archive` under the work directory, telling `news`.
 fn unpack<S: crate::Source>(
     archive: &mut ArchiveReader<S>,
     work_fd: &sys::Fd,
     made: &mut BTreeSet<Vec<u8>>,
     work_path: &[u8],
     exe: &[u8],
-    tail: Option<&sys::Fd>,
+    news: News,
 ) {
     let mut buf = vec![0u8; CHUNK];
     while let Some(entry) = next_entry(archive, exe) {
@@ -651,9 +671,9 @@ fn unpack<S: crate::Source>(
         match entry.kind {
             EntryKind::Dir { .. } => make_dirs(work_fd, path, made, work_path),
             EntryKind::File { mode, .. } => {
-                let out = match tail {
-                    Some(_) => fill(work_fd, path, work_path),
-                    None => create(work_fd, path, mode, work_path),
+                let out = match news {
+                    News::Tail(_) => fill(work_fd, path, work_path),
+                    _ => create(work_fd, path, mode, work_path),
                 };
                 loop {
                     let n = read_data(archive, &mut buf, exe);
@@ -669,9 +689,12 @@ fn unpack<S: crate::Source>(
                 link(work_fd, target.as_bytes(), path, work_path, &mut buf);
             }
         }
-        if let Some(tell) = tail {
-            let _ = sys::write_all(tell.0, b"+");
-        }
+        // The interpreter may have ended without reading: no failure.
+        let _ = match news {
+            News::None => Ok(()),
+            News::Late(tell) => sys::write_all(tell.0, b"-"),
+            News::Tail(tell) => sys::write_all(tell.0, b"+"),
+        };
     }
 }
 
