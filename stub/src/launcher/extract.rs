@@ -626,10 +626,14 @@ pub fn in_background(job: impl FnOnce(&sys::Fd)) -> Option<sys::Fd> {
             drop(tell);
             match sys::inherit(&done) {
                 Ok(()) => Some(done),
-                // Only an invalid descriptor fails F_SETFD: wait here instead.
+                // Only an invalid descriptor fails F_SETFD: wait here instead, through the news
+                // `job` gives before its `1`.
                 Err(_) => {
-                    let mut byte = [0u8];
-                    if sys::read(&done, &mut byte) != Ok(1) || byte != *b"1" {
+                    let (mut buf, mut last) = ([0u8; 512], 0);
+                    while let Ok(n @ 1..) = sys::read(&done, &mut buf) {
+                        last = buf[n - 1];
+                    }
+                    if last != b'1' {
                         super::die(exit::IO, &[crate::late_frame_failed!().as_bytes()]);
                     }
                     None
