@@ -41,6 +41,7 @@ pub fn inspect(path: &Path) -> Result<Value> {
     let frames = parsed.manifest.frames(payload_len).map_err(not_a_bundle)?;
     let mut files = Vec::new();
     let mut inventory = Value::Null;
+    let mut late_list = None;
     let mut parts = Vec::new();
     for (name, when, span) in [
         ("first", START, Some(frames.first)),
@@ -60,15 +61,24 @@ pub fn inspect(path: &Path) -> Result<Value> {
         } else {
             ArchiveReader::part(tar.as_slice())
         };
-        read_frame(reader, when, &mut files, &mut inventory)?;
+        read_frame(reader, when, &mut files, &mut inventory, &mut late_list)?;
         let added = &files[before..];
-        parts.push(json!({
+        let mut part = json!({
             "frame": name,
             "when": when,
             "compressed": end - start,
             "unpacked": added.iter().filter(|f| f.same_as.is_none()).map(|f| f.size).sum::<u64>(),
             "files": added.len(),
-        }));
+        });
+        if when == LATE {
+            // The modules' bytecode that comes after what the app waits for (the late list's
+            // first line), as the app imports it.
+            let entries: Vec<&str> = late_list.as_deref().unwrap_or("").lines().collect();
+            let waited = entries.first().and_then(|n| n.parse::<usize>().ok());
+            let streamed = waited.map_or(0, |w| entries.len().saturating_sub(w + 1));
+            part["as_imported"] = json!(streamed);
+        }
+        parts.push(part);
     }
     files.sort_by(|a, b| b.size.cmp(&a.size).then(a.path.cmp(&b.path)));
     let est_total: u64 = files.iter().map(|f| f.est_compressed).sum::<u64>().max(1);
@@ -122,12 +132,13 @@ const LATE: &str = "late";
 const TAIL: &str = "tail";
 
 /// Adds the files of one frame's archive to `files` (each unpacked `when`), and the inventory
-/// when the frame holds it.
+/// and the late frame's list when the frame holds them.
 fn read_frame(
     mut reader: ArchiveReader<&[u8]>,
     when: &'static str,
     files: &mut Vec<FileInfo>,
     inventory: &mut Value,
+    late_list: &mut Option<String>,
 ) -> Result<()> {
     while let Some(entry) = reader
         .next_entry()
@@ -170,6 +181,9 @@ fn read_frame(
         }
         if entry.path == INVENTORY {
             *inventory = serde_json::from_slice(&data).unwrap_or(Value::Null);
+        }
+        if entry.path == pyshrink_stub::LATE_LIST_FILE {
+            *late_list = std::str::from_utf8(&data).ok().map(str::to_owned);
         }
         let est = zstd::bulk::compress(&data, 3)
             .map(|c| c.len() as u64)
@@ -378,9 +392,12 @@ pub fn render(v: &Value, top: usize) -> String {
                 .sum::<u64>()
         };
         let threads = if of_when.len() > 1 {
-            ", two threads"
+            ", two threads".to_string()
+        } else if sum("as_imported") > 0 {
+            let n = sum("as_imported");
+            format!(" (from disk, {n} modules come as the app imports them)")
         } else {
-            ""
+            String::new()
         };
         let _ = writeln!(
             out,

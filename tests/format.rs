@@ -207,6 +207,14 @@ fn inspect_reports_contents_libraries_and_modules() {
         .sum();
     assert_eq!(total("unpacked"), stored);
     let in_tail = files.iter().filter(|f| f["when"] == "tail").count();
+    // The app's module comes late, and as the app imports it, not before the app starts.
+    assert_eq!(when("app/knows.pyc"), "late");
+    let late = listed(frames, "frame", "late");
+    let as_imported = late["as_imported"].as_u64().unwrap();
+    assert!(
+        as_imported >= 1 && as_imported <= late["files"].as_u64().unwrap(),
+        "{late}"
+    );
     let o = pyshrink().arg("inspect").arg(&out).output().unwrap();
     assert_code(&o, 0, "inspect");
     let text = stdout(&o);
@@ -215,6 +223,16 @@ fn inspect_reports_contents_libraries_and_modules() {
         .find(|l| l.contains("while the app runs (the tail)"))
         .unwrap_or_else(|| panic!("no tail line in:\n{text}"));
     assert!(line.ends_with(&format!(" {in_tail} files")), "{line}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("while it starts"))
+        .unwrap_or_else(|| panic!("no late line in:\n{text}"));
+    assert!(
+        line.ends_with(&format!(
+            "(from disk, {as_imported} modules come as the app imports them)"
+        )),
+        "{line}"
+    );
     let share: f64 = files.iter().map(|f| f["share"].as_f64().unwrap()).sum();
     assert!(
         (share - 1.0).abs() < 0.01,
