@@ -540,7 +540,12 @@ fn late_order(files: &[File], import_order: &[String]) -> LateEntries {
         let g = group(&files[i].rel);
         (group_rank[&g], g, files[i].rel.clone())
     });
-    let streamed = modules.len();
+    // The list has a line per entry: with a newline in a path, the app waits for all of them.
+    let listable = first
+        .iter()
+        .chain(&modules)
+        .all(|&i| !files[i].rel.to_string_lossy().contains('\n'));
+    let streamed = if listable { modules.len() } else { 0 };
     first.extend(modules);
     LateEntries {
         dirs: dirs.into_iter().collect(),
@@ -1427,6 +1432,38 @@ mod tests {
         let mut lines = listed.lines();
         assert_eq!(lines.next(), Some("6"));
         assert_eq!(lines.collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn a_newline_in_a_late_path_leaves_the_late_frame_unlisted() {
+        let stage = tempfile::tempdir().unwrap();
+        let site = stage.path().join("lib/python3.11/site-packages");
+        fs::create_dir_all(site.join("pkg")).unwrap();
+        fs::create_dir_all(stage.path().join("bin")).unwrap();
+        fs::write(stage.path().join("bin/python.real"), data(3 << 20, true, 1)).unwrap();
+        for i in 0..12 {
+            fs::write(
+                site.join(format!("pkg/m{i}.pyc")),
+                data(150_000, false, i + 2),
+            )
+            .unwrap();
+        }
+        let a = archive(stage.path(), &[], &[]).unwrap();
+        assert!(a.late < a.tar.len(), "no late part");
+        assert!(entries(&a.tar[..a.late], false)
+            .iter()
+            .any(|(p, _)| p == pyshrink_stub::LATE_LIST_FILE));
+
+        fs::write(site.join("pkg/odd\nname.txt"), data(1000, false, 99)).unwrap();
+        let a = archive(stage.path(), &[], &[]).unwrap();
+        let late = entries(&a.tar[a.late..], true);
+        assert!(
+            late.iter().any(|(p, _)| p.ends_with("odd\nname.txt")),
+            "{late:?}"
+        );
+        assert!(!entries(&a.tar[..a.late], false)
+            .iter()
+            .any(|(p, _)| p == pyshrink_stub::LATE_LIST_FILE));
     }
 
     /// The bytes of the member `path` of an archive (`last`: the archive's last part), as text.
