@@ -391,7 +391,7 @@ pub fn render(v: &Value, top: usize) -> String {
                 .map(|f| f[k].as_u64().unwrap_or(0))
                 .sum::<u64>()
         };
-        let threads = if of_when.len() > 1 {
+        let note = if of_when.len() > 1 {
             ", two threads".to_string()
         } else if sum("as_imported") > 0 {
             let n = sum("as_imported");
@@ -401,7 +401,7 @@ pub fn render(v: &Value, top: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<33} {:>10} -> {:>10}, {} files{threads}",
+            "  {:<33} {:>10} -> {:>10}, {} files{note}",
             what,
             mb(sum("compressed")),
             mb(sum("unpacked")),

@@ -489,7 +489,7 @@ fn late_order(files: &[File], import_order: &[String]) -> LateEntries {
     let late: Vec<usize> = (0..files.len())
         .filter(|&i| files[i].part == Part::Late)
         .collect();
-    let streamed = |i: usize| {
+    let is_streamed = |i: usize| {
         files[i].same_as.is_none() && !twinned[i] && module_name(&files[i].rel).is_some()
     };
     let mut dirs = std::collections::BTreeSet::new();
@@ -521,7 +521,7 @@ fn late_order(files: &[File], import_order: &[String]) -> LateEntries {
         }
     };
     let mut group_rank: std::collections::HashMap<std::path::PathBuf, usize> = Default::default();
-    for &i in late.iter().filter(|&&i| streamed(i)) {
+    for &i in late.iter().filter(|&&i| is_streamed(i)) {
         let rel = &files[i].rel;
         let g = group(rel);
         let r = if late_root(rel).as_deref() == Some(g.as_path()) {
@@ -535,7 +535,7 @@ fn late_order(files: &[File], import_order: &[String]) -> LateEntries {
         *entry = (*entry).min(r);
     }
     let (mut modules, mut first): (Vec<usize>, Vec<usize>) =
-        late.into_iter().partition(|&i| streamed(i));
+        late.into_iter().partition(|&i| is_streamed(i));
     modules.sort_by_cached_key(|&i| {
         let g = group(&files[i].rel);
         (group_rank[&g], g, files[i].rel.clone())

@@ -921,8 +921,8 @@ fn an_app_without_the_start_up_helper_waits_for_the_whole_tail() {
 /// The start-up helper's `follow`, with a process standing in for the launcher that unpacks a late
 /// frame slowly (`tests/fixtures/late/follow.py`): it returns once the entries the app waits for
 /// are in, and from then on listing a directory, importing from it (a package whose `__init__`
-/// comes last too) and opening a file wait for what they look for, while the rest is still being
-/// written. Every interpreter.
+/// comes after the directory's other modules too) and opening a file wait for what they look
+/// for, while the rest is still being written. Every interpreter.
 #[test]
 fn the_app_waits_for_a_late_module_only_where_it_looks_for_it() {
     let dir = tempdir();

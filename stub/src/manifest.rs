@@ -149,7 +149,8 @@ pub struct Frames {
     /// Unpacked by the launcher's second thread, before the interpreter starts.
     pub second: Option<(u64, u64)>,
     /// The late frame's part before the tail (empty when the tail is all of it): unpacked while
-    /// the interpreter starts; the app waits for it.
+    /// the interpreter starts; the app waits for its data, and for its modules as it imports them
+    /// ([`LATE_LIST_FILE`]).
     pub late: Option<(u64, u64)>,
     /// Unpacked while the app runs.
     pub tail: Option<(u64, u64)>,
