@@ -496,19 +496,25 @@ class RegexTable(object):
 # warning filter or sys.modules change, no registry of another module), so that running their code
 # at first use rather than at import is invisible but for the time it takes (`zipimport_fast.py`,
 # `DEFERRED`). They are what apps commonly import and often never use on a run: importlib.metadata
-# reads metadata through email, csv and zipfile; tempfile brings random and shutil.
+# reads metadata through email, csv and zipfile; tempfile brings random and shutil; shutil loads
+# the C parts of bz2 and lzma with their libraries, http.client and urllib.request OpenSSL through
+# ssl, flask's JSON provider _decimal and _uuid. `_decimal` registers its Decimal as a
+# `numbers.Number`: that shows only through Decimal, which runs decimal first.
 DEFERRABLE = frozenset((
-    "calendar", "csv", "datetime", "difflib", "email", "email._encoded_words",
+    "bz2", "calendar", "csv", "datetime", "decimal", "difflib", "email", "email._encoded_words",
     "email._header_value_parser", "email._parseaddr", "email._policybase", "email.base64mime",
     "email.charset", "email.contentmanager", "email.encoders", "email.errors", "email.feedparser",
     "email.generator", "email.header", "email.headerregistry", "email.iterators", "email.message",
-    "email.parser", "email.policy", "email.quoprimime", "email.utils", "fnmatch", "html",
-    "importlib.metadata._adapters", "ipaddress", "linecache", "locale", "pkgutil", "secrets",
-    "socket", "stringprep", "tempfile", "token", "tokenize", "zipfile"))
+    "email.parser", "email.policy", "email.quoprimime", "email.utils", "fnmatch", "gzip", "html",
+    "importlib.metadata._adapters", "ipaddress", "linecache", "locale", "lzma", "mimetypes",
+    "pickle", "pkgutil", "platform", "secrets", "shutil", "socket", "ssl", "stringprep",
+    "tempfile", "token", "tokenize", "uuid", "zipfile"))
 
 # Imports each module named in argv as the bundle would, where only the modules named on stdin (and
 # built-in and frozen ones) can be imported, each in a fresh state (what the one before brought in
-# is forgotten); prints the names whose import succeeded.
+# is forgotten); prints the names whose import succeeded and left the module itself in sys.modules
+# (3.13's decimal puts _pydecimal there when _decimal is missing: a module already bound could not
+# become that one; _pydecimal names itself decimal, its spec does not).
 BUNDLE_IMPORT_PROBE = """
 import sys, _imp
 held = set(sys.stdin.read().split())
@@ -523,7 +529,9 @@ sys.meta_path.insert(0, OnlyHeld)
 for name in sys.argv[1:]:
     try:
         __import__(name)
-        print(name)
+        spec = getattr(sys.modules.get(name), "__spec__", None)
+        if getattr(spec, "name", None) == name:
+            print(name)
     except BaseException:
         pass
     for new in set(sys.modules) - base:
