@@ -496,10 +496,11 @@ class RegexTable(object):
 # warning filter or sys.modules change, no registry of another module), so that running their code
 # at first use rather than at import is invisible but for the time it takes (`zipimport_fast.py`,
 # `DEFERRED`). They are what apps commonly import and often never use on a run: importlib.metadata
-# reads metadata through email, csv and zipfile; tempfile brings random and shutil; shutil loads
-# the C parts of bz2 and lzma with their libraries, http.client and urllib.request OpenSSL through
-# ssl, flask's JSON provider _decimal and _uuid. `_decimal` registers its Decimal as a
-# `numbers.Number`: that shows only through Decimal, which runs decimal first.
+# reads metadata through email, csv and zipfile; tempfile brings random and shutil. Some load C
+# parts and the libraries those need: shutil (which http.server imports) loads bz2 and lzma,
+# http.client and urllib.request load OpenSSL through ssl, flask's JSON provider loads decimal and
+# uuid. `_decimal` registers its Decimal as a `numbers.Number`: that shows only through Decimal,
+# whose use runs decimal first.
 DEFERRABLE = frozenset((
     "bz2", "calendar", "csv", "datetime", "decimal", "difflib", "email", "email._encoded_words",
     "email._header_value_parser", "email._parseaddr", "email._policybase", "email.base64mime",
