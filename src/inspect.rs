@@ -391,11 +391,11 @@ pub fn render(v: &Value, top: usize) -> String {
                 .map(|f| f[k].as_u64().unwrap_or(0))
                 .sum::<u64>()
         };
+        let as_imported = sum("as_imported");
         let note = if of_when.len() > 1 {
             ", two threads".to_string()
-        } else if sum("as_imported") > 0 {
-            let n = sum("as_imported");
-            format!(" (from disk, {n} modules come as the app imports them)")
+        } else if as_imported > 0 {
+            format!(" (from disk, {as_imported} modules come as the app imports them)")
         } else {
             String::new()
         };

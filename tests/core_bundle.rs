@@ -697,8 +697,9 @@ fn platform_architecture_of_the_interpreter_runs_no_file_command() {
 /// shutil, decimal...) run their code at their first use in a bundle of Python 3.10 or newer, not
 /// at their import. The app sees what `python3 app.py` shows: the first use from eight threads at
 /// once, `from ... import`, submodules, `dir()` and `importlib.reload`, in both runtimes; only the
-/// lines saying whether the module's code ran before its first use differ. An import that can fail in the bundle (csv with
-/// its C part excluded) is not put off: the app's `except ImportError` gets it, as with `python3`.
+/// lines saying whether the module's code ran before its first use differ. An import that can
+/// fail in the bundle (csv with its C part excluded) is not put off: the app's `except ImportError`
+/// gets it, as with `python3`.
 #[test]
 fn stdlib_modules_run_at_first_use_and_behave_as_imported() {
     let dir = repo().join("tests/fixtures/deferred");

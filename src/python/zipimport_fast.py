@@ -388,10 +388,13 @@ def follow(news, root, status):
     import atexit
     from _frozen_importlib_external import ExtensionFileLoader
 
+    def lines(name):
+        with open(root + "/" + name, "rb") as f:
+            return f.read().decode().split("\n")[:-1]
+
     def listed(name):
         try:
-            with open(root + "/" + name, "rb") as f:
-                return f.read().decode().split("\n")[:-1]
+            return lines(name)
         except FileNotFoundError:
             return None
 
@@ -415,11 +418,9 @@ def follow(news, root, status):
     tail_file = {root + "/" + path: n for n, path in enumerate(tail or [], 1)}
     # The libraries each extension module needs besides the interpreter's own.
     needs = {}
-    if tail:
-        with open(root + "/@MEMORY_LIBS_FILE@", "rb") as f:
-            for line in f.read().decode().split("\n")[:-1]:
-                path, _, libraries = line.partition("\t")
-                needs[root + "/" + path] = [root + "/" + lib for lib in libraries.split()]
+    for line in lines("@MEMORY_LIBS_FILE@") if tail else []:
+        path, _, libraries = line.partition("\t")
+        needs[root + "/" + path] = [root + "/" + lib for lib in libraries.split()]
     # Reentrant: a signal handler may import while this thread waits.
     lock = _thread.RLock()
     create_module = ExtensionFileLoader.create_module
